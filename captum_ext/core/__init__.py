@@ -1,0 +1,23 @@
+"""The shared machinery every method in captum_ext stands on.
+
+- :mod:`~captum_ext.core.modified_backward`: one context manager in which autograd follows an
+  attribution method's propagation rules (LRP, RectGrad, Pattern rules, CSC all use it).
+- :mod:`~captum_ext.core.guard`: snapshot and restore of a model's state (parameters, buffers,
+  ``requires_grad`` flags, train/eval mode, hooks) so no method can harm the user's model.
+- :mod:`~captum_ext.core.validation`: uniform, actionable errors for bad inputs.
+"""
+
+from captum_ext.core.guard import ModelGuard, ModelSnapshot
+from captum_ext.core.modified_backward import (
+    modified_backward,
+    register_modified_backward,
+    supported_methods,
+)
+
+__all__ = [
+    "ModelGuard",
+    "ModelSnapshot",
+    "modified_backward",
+    "register_modified_backward",
+    "supported_methods",
+]

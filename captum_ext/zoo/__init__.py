@@ -1,0 +1,34 @@
+"""Shared workloads: small models, offline data and a cached training routine.
+
+Tests, examples, benchmarks and the report all draw their models and data from here, so a
+number quoted anywhere in the project refers to the same network and the same images.
+"""
+
+from captum_ext.zoo.data import (
+    DigitsDataset,
+    digits_split,
+    imagenet_bounds,
+    natural_image_batch,
+)
+from captum_ext.zoo.models import (
+    SEED001_INPUT_SIZE,
+    Seed001CNN,
+    SmallMLP,
+    SmallVGG,
+    torchvision_model,
+)
+from captum_ext.zoo.training import default_cache_dir, train_digits_cnn
+
+__all__ = [
+    "DigitsDataset",
+    "SEED001_INPUT_SIZE",
+    "Seed001CNN",
+    "SmallMLP",
+    "SmallVGG",
+    "default_cache_dir",
+    "digits_split",
+    "imagenet_bounds",
+    "natural_image_batch",
+    "torchvision_model",
+    "train_digits_cnn",
+]
