@@ -12,6 +12,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # attribution methods (one module each)
+    "LRP": "captum_ext.lrp",
+    "LayerLRP": "captum_ext.lrp",
+    "RectGrad": "captum_ext.rectgrad",
+    "PatternNet": "captum_ext.pattern",
+    "PatternAttribution": "captum_ext.pattern",
+    "DeepLiftAblation": "captum_ext.deeplift",
+    "AdaptGrad": "captum_ext.adaptgrad",
+    "NoiseGrad": "captum_ext.noisegrad",
+    "FusionGrad": "captum_ext.noisegrad",
+    "CAFO": "captum_ext.cafo",
+    "CASO": "captum_ext.caso",
+    # shared machinery
     "modified_backward": "captum_ext.core.modified_backward",
     "register_modified_backward": "captum_ext.core.modified_backward",
     "ModelGuard": "captum_ext.core.guard",

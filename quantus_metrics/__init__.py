@@ -10,7 +10,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "CSC": "quantus_metrics.csc",
+    "ModelRandomisationSSIM": "quantus_metrics.randomisation",
+    "RandomLogitSSIM": "quantus_metrics.randomisation",
+    "ConvergenceConstants": "quantus_metrics.convergence",
+    "InherentNoise": "quantus_metrics.inherent_noise",
+    "SpectralComplexity": "quantus_metrics.spectral",
+    "ssim_batch": "quantus_metrics.ssim",
+}
 
 
 def __getattr__(name: str) -> Any:
