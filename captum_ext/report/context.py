@@ -1,0 +1,109 @@
+"""What a report section receives (the workload) and what it returns (its findings)."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Section:
+    """One section of the report: the paper's claim, what this run found, and the evidence.
+
+    ``confirmed`` is ``True``/``False`` when the run tests a claim, ``None`` when it only shows.
+    ``figures`` are paths relative to the report folder; ``tables`` are Markdown pipe tables;
+    ``numbers`` go verbatim into ``results.json``.
+    """
+
+    key: str
+    title: str
+    claim: str
+    finding: str
+    confirmed: bool | None = None
+    figures: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    numbers: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class ReportContext:
+    """The workload shared by all sections.
+
+    Attributes
+    ----------
+    out_dir : Path
+        Report folder; figures go to ``out_dir / "figures"`` (see :meth:`figure_path`).
+    model : nn.Module
+        The classifier under study (default: the seed-001 CNN trained on digits), eval mode.
+    images, labels : torch.Tensor
+        Test images ``(N, C, H, W)`` on ``device`` and their labels.
+    bounds : tuple of torch.Tensor
+        Per-channel ``(low, high)`` value bounds of ``images``.
+    quick : bool
+        Smoke-run size: sections should use few images, samples and iterations.
+    """
+
+    out_dir: Path
+    model: nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    bounds: tuple[torch.Tensor, torch.Tensor]
+    model_name: str = "seed-001 CNN on digits"
+    accuracy: float | None = None
+    quick: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True
+    seed: int = 0
+    methods: list[str] | None = None
+    metrics: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_show(self) -> int:
+        """How many images heatmap grids show."""
+        return min(4 if not self.quick else 3, len(self.images))
+
+    def size(self, full: int, quick: int) -> int:
+        """``full`` normally, ``quick`` in a smoke run."""
+        return quick if self.quick else full
+
+    def figure_path(self, name: str) -> Path:
+        """Where a section saves figure ``name`` (``.png`` added); returns the absolute path."""
+        folder = self.out_dir / "figures"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{name}.png"
+
+    def relative(self, path: Path) -> str:
+        return str(path.relative_to(self.out_dir))
+
+    def wants_method(self, name: str) -> bool:
+        return self.methods is None or name.lower() in {m.lower() for m in self.methods}
+
+    def wants_metric(self, name: str) -> bool:
+        return self.metrics is None or name.lower() in {m.lower() for m in self.metrics}
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A fresh generator seeded from the report seed (global RNG untouched)."""
+        return torch.Generator(device="cpu").manual_seed(self.seed + offset)
+
+    @functools.cached_property
+    def natural_images(self) -> torch.Tensor:
+        """scikit-image photos at 224×224, ImageNet-normalised, on ``device``."""
+        from captum_ext.zoo import natural_image_batch
+
+        size = 112 if self.quick else 224
+        return natural_image_batch(size=size).to(self.device)
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - the context lives for one report run
+    def torchvision(self, name: str) -> nn.Module:
+        """A random-init torchvision model (seeded) on ``device``, in eval mode."""
+        from captum_ext.zoo import torchvision_model
+
+        return torchvision_model(name, seed=self.seed).to(self.device)

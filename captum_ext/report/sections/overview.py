@@ -1,0 +1,49 @@
+"""Section 1: the workload and Captum's own methods on it (the baseline every later section extends)."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+
+from captum_ext.report.context import ReportContext, Section
+from captum_ext.report.plotting import heatmap_grid, markdown_table
+
+ORDER = 0
+KEY = "overview"
+
+
+def run(ctx: ReportContext) -> Section:
+    images = ctx.images[: ctx.n_show]
+    with torch.no_grad():
+        target = ctx.model(images).argmax(1)
+    methods = {
+        "Saliency": lambda x, t: Saliency(ctx.model).attribute(x, target=t, abs=False),
+        "IntegratedGradients": lambda x, t: IntegratedGradients(ctx.model).attribute(
+            x, target=t, n_steps=32, internal_batch_size=64
+        ),
+        "InputXGradient": lambda x, t: InputXGradient(ctx.model).attribute(x, target=t),
+    }
+    maps, rows = {}, []
+    for name, explain in methods.items():
+        start = time.perf_counter()
+        maps[name] = explain(images, target).detach()
+        seconds = time.perf_counter() - start
+        rows.append([name, f"{1000 * seconds / len(images):.1f}"])
+    figure = heatmap_grid(ctx.figure_path("overview_heatmaps"), images, maps, title="Captum baselines")
+    accuracy = "n/a" if ctx.accuracy is None else f"{100 * ctx.accuracy:.1f} %"
+    workload = markdown_table(
+        ["model", "test accuracy", "images explained", "input shape"],
+        [[ctx.model_name, accuracy, len(ctx.images), tuple(ctx.images.shape[1:])]],
+    )
+    return Section(
+        key=KEY,
+        title="Workload and Captum baselines",
+        claim="Captum's own Saliency, Integrated Gradients and Input×Gradient run on the workload.",
+        finding=f"The model reaches {accuracy} test accuracy; the heatmaps show the baselines.",
+        confirmed=None,
+        figures=[ctx.relative(figure)],
+        tables=[workload, markdown_table(["method", "ms per image"], rows)],
+        numbers={"accuracy": ctx.accuracy, "ms_per_image": {r[0]: float(r[1]) for r in rows}},
+    )
