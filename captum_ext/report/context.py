@@ -101,9 +101,11 @@ class ReportContext:
         size = 112 if self.quick else 224
         return natural_image_batch(size=size).to(self.device)
 
-    @functools.lru_cache(maxsize=4)  # noqa: B019 - the context lives for one report run
     def torchvision(self, name: str) -> nn.Module:
-        """A random-init torchvision model (seeded) on ``device``, in eval mode."""
+        """A random-init torchvision model (seeded) on ``device``, eval mode, built once per run."""
         from captum_ext.zoo import torchvision_model
 
-        return torchvision_model(name, seed=self.seed).to(self.device)
+        cache = self.extra.setdefault("torchvision", {})
+        if name not in cache:
+            cache[name] = torchvision_model(name, seed=self.seed).to(self.device)
+        return cache[name]

@@ -1,0 +1,266 @@
+"""Seed 003: AdaptGrad's data-adapted noise against SmoothGrad's inherent noise."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from captum.attr import InputXGradient, IntegratedGradients, Saliency
+from torch import nn
+
+from captum_ext.adaptgrad import (
+    AdaptGrad,
+    SeededNoiseTunnel,
+    inherent_noise,
+    noise_std,
+    smoothgrad_std,
+)
+from captum_ext.report.context import ReportContext, Section
+from captum_ext.report.plotting import _pyplot, heatmap_grid, line_plot, markdown_table
+from captum_ext.zoo import imagenet_bounds, torchvision_model
+
+ORDER = 30
+KEY = "adaptgrad"
+
+FIG3 = (-2.12, 2.64)  # the paper's Figure-3 range (ImageNet-normalised)
+ORACLE = {"SG α=0.2": 0.159576, "AG c=0.95 (code κ)": 0.027067, "AG c=0.95 (eq. 13 κ)": 0.013353}
+PAPER = {"SG α=0.2": 0.1596, "AG c=0.95 (code κ)": 0.01424, "AG c=0.95 (eq. 13 κ)": 0.01424}
+
+Explain = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _figure3(ctx: ReportContext) -> tuple[dict[str, float], str]:
+    """Inherent noise A(x) over the Figure-3 range and its mean (midpoint rule, 200 000 cells)."""
+    n = 200_000
+    step = (FIG3[1] - FIG3[0]) / n
+    x = (FIG3[0] + step * (torch.arange(n, dtype=torch.float64) + 0.5)).unsqueeze(1)
+    curves = {
+        "SG α=0.2": inherent_noise(x, smoothgrad_std(FIG3), FIG3).per_feature[:, 0],
+        "AG c=0.95 (code κ)": inherent_noise(x, noise_std(x, FIG3), FIG3).per_feature[:, 0],
+        "AG c=0.95 (eq. 13 κ)": inherent_noise(
+            x, noise_std(x, FIG3, kappa="paper"), FIG3
+        ).per_feature[:, 0],
+    }
+    means = {name: float(curve.mean()) for name, curve in curves.items()}
+    every = n // 400
+    path = line_plot(
+        ctx.figure_path("adaptgrad_figure3"),
+        x[::every, 0].tolist(),
+        {f"{k} (mean {means[k]:.4f})": v[::every].tolist() for k, v in curves.items()},
+        xlabel="feature value x_i (ImageNet-normalised range [−2.12, 2.64])",
+        ylabel="out-of-bounds probability A_i",
+        title="Inherent noise per feature (seed 003, Figure 3 setting)",
+    )
+    return means, ctx.relative(path)
+
+
+def _methods(model: nn.Module, bounds, samples: int, steps: int, seed: int) -> dict[str, Explain]:
+    """Grad / SG / AG and the GI, IG(B), IG(W) families (seed 003, Table 2 naming)."""
+    sigma = smoothgrad_std(bounds)
+    low, high = bounds
+
+    def sg(method):
+        return lambda x, t, **kw: SeededNoiseTunnel(method).attribute(
+            x, nt_samples=samples, stdevs=_channelwise(sigma), target=t, seed=seed, **kw
+        )
+
+    def ag(method):
+        return lambda x, t, **kw: AdaptGrad(method, bounds).attribute(
+            x, nt_samples=samples, target=t, seed=seed, **kw
+        )
+
+    def ig_kw(value, x):
+        # black (x_min) or white (x_max) image of x's shape as the IG baseline
+        image = _channelwise(torch.as_tensor(value)).to(x).expand_as(x).contiguous()
+        return {"baselines": image, "n_steps": steps}
+
+    grad, gi, ig = Saliency(model), InputXGradient(model), IntegratedGradients(model)
+    return {
+        "Grad": lambda x, t: grad.attribute(x, target=t, abs=False),
+        "SG": lambda x, t: sg(grad)(x, t, abs=False),
+        "AG": lambda x, t: ag(grad)(x, t, abs=False),
+        "GI": lambda x, t: gi.attribute(x, target=t),
+        "S-GI": lambda x, t: sg(gi)(x, t),
+        "A-GI": lambda x, t: ag(gi)(x, t),
+        "IG(B)": lambda x, t: ig.attribute(x, target=t, **ig_kw(low, x)),
+        "A-IG(B)": lambda x, t: ag(ig)(x, t, **ig_kw(low, x)),
+        "IG(W)": lambda x, t: ig.attribute(x, target=t, **ig_kw(high, x)),
+        "A-IG(W)": lambda x, t: ag(ig)(x, t, **ig_kw(high, x)),
+    }
+
+
+def _channelwise(value):
+    """Per-channel 1-D tensors as (1, C, 1, 1) so they broadcast against images."""
+    if isinstance(value, torch.Tensor) and value.dim() == 1:
+        return value.view(1, -1, 1, 1)
+    return value
+
+
+def _noise_rows(name: str, images: torch.Tensor, bounds, gen: torch.Generator) -> list[list]:
+    """Analytic and empirical (32 draws per feature) inherent noise of SG and AG."""
+    low = _channelwise(bounds[0]).to(images)
+    high = _channelwise(bounds[1]).to(images)
+    stds = {
+        "SG α=0.2": torch.as_tensor(_channelwise(smoothgrad_std(bounds))).to(images),
+        "AG c=0.95 (code κ)": noise_std(images, bounds),
+        "AG c=0.95 (eq. 13 κ)": noise_std(images, bounds, kappa="paper"),
+    }
+    rows = []
+    for method, std in stds.items():
+        analytic = inherent_noise(images, std, bounds)
+        draws = torch.randn((32, *images.shape), generator=gen, dtype=images.dtype)
+        samples = images + draws.to(images.device) * std
+        empirical = ((samples < low) | (samples > high)).double().mean().item()
+        rows.append([name, method, float(analytic.mean), empirical])
+    return rows
+
+
+def _sparseness(maps: dict[str, torch.Tensor], model, images, labels) -> dict[str, float]:
+    """Quantus Sparseness (Chalasani et al.; Gini of |a|, higher is sparser), mean per method."""
+    import quantus
+
+    metric = quantus.Sparseness(disable_warnings=True, display_progressbar=False)
+    x, y = images.detach().cpu().numpy(), labels.detach().cpu().numpy()
+    out = {}
+    for name, a in maps.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scores = metric(
+                model=model,
+                x_batch=x,
+                y_batch=y,
+                a_batch=a.cpu().numpy(),
+                device=str(images.device),
+            )
+        out[name] = float(np.mean(scores))
+    return out
+
+
+def _bars(ctx: ReportContext, rows: list[list]) -> str:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    labels = [f"{r[0]}\n{r[1]}" for r in rows]
+    positions = np.arange(len(rows))
+    ax.bar(positions - 0.2, [r[2] for r in rows], width=0.4, label="analytic (eq. 9/10)")
+    ax.bar(positions + 0.2, [r[3] for r in rows], width=0.4, label="empirical (32 draws)")
+    ax.axhline(0.05, color="grey", linestyle="--", linewidth=1, label="1 − c = 0.05")
+    ax.set_xticks(positions)
+    ax.set_xticklabels(labels, fontsize=6)
+    ax.set_ylabel("fraction of noisy features out of bounds")
+    ax.set_title("Inherent noise on the report's images")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = ctx.figure_path("adaptgrad_inherent_noise")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return ctx.relative(path)
+
+
+def run(ctx: ReportContext) -> Section:
+    means, fig3 = _figure3(ctx)
+    oracle_error = max(abs(means[k] - ORACLE[k]) for k in ORACLE)
+    gen = ctx.generator(30)
+    samples, steps = ctx.size(16, 4), ctx.size(16, 6)
+
+    digits = ctx.images[: ctx.n_show]
+    with torch.no_grad():
+        digit_target = ctx.model(digits).argmax(1)
+    digit_maps = {
+        name: explain(digits, digit_target).detach()
+        for name, explain in _methods(ctx.model, ctx.bounds, samples, steps, ctx.seed).items()
+    }
+    figures = [fig3]
+    figures.append(
+        ctx.relative(
+            heatmap_grid(
+                ctx.figure_path("adaptgrad_digits"),
+                digits,
+                digit_maps,
+                title="Digits CNN: Grad/SG/AG, GI/S-GI/A-GI, IG(B)/A-IG(B), IG(W)/A-IG(W)",
+            )
+        )
+    )
+
+    photos = ctx.natural_images[: ctx.size(2, 1)]
+    photo_bounds = tuple(b.to(photos) for b in imagenet_bounds(photos.dtype))
+    # ReportContext.torchvision is lru_cached on an unhashable dataclass; build it directly
+    resnet = torchvision_model("resnet18", seed=ctx.seed).to(ctx.device)
+    with torch.no_grad():
+        photo_target = resnet(photos).argmax(1)
+    keep = ("Grad", "SG", "AG", "A-GI", "A-IG(B)", "A-IG(W)")
+    photo_methods = _methods(resnet, photo_bounds, ctx.size(8, 2), ctx.size(8, 4), ctx.seed)
+    photo_maps = {k: photo_methods[k](photos, photo_target).detach() for k in keep}
+    figures.append(
+        ctx.relative(
+            heatmap_grid(
+                ctx.figure_path("adaptgrad_photos"),
+                photos,
+                photo_maps,
+                title="Random-init resnet18 on scikit-image photos",
+            )
+        )
+    )
+
+    noise_rows = _noise_rows("digits", digits, ctx.bounds, gen)
+    noise_rows += _noise_rows("photos", photos, photo_bounds, gen)
+    figures.append(_bars(ctx, noise_rows))
+
+    sparse = _sparseness(digit_maps, ctx.model, digits, digit_target)
+    pairs = [("Grad", "SG", "AG"), ("GI", "S-GI", "A-GI")]
+    ag_sparser = sum(sparse[a] > sparse[s] for _, s, a in pairs)
+
+    by = {(r[0], r[1]): r for r in noise_rows}
+    ag_below = all(
+        by[(d, "AG c=0.95 (code κ)")][2] < by[(d, "SG α=0.2")][2]
+        and by[(d, "AG c=0.95 (code κ)")][2] <= 0.05
+        for d in ("digits", "photos")
+    )
+    confirmed = bool(ag_below and oracle_error < 1e-5)
+    oracle_table = markdown_table(
+        ["setting", "paper prints", "oracle (methods.md)", "this run", "|error|"],
+        [[k, PAPER[k], ORACLE[k], means[k], abs(means[k] - ORACLE[k])] for k in ORACLE],
+    )
+    noise_table = markdown_table(
+        ["images", "noise", "analytic A", "empirical A"], [list(r) for r in noise_rows]
+    )
+    sparse_table = markdown_table(
+        ["method", "Sparseness (digits, ↑)"], [[k, v] for k, v in sparse.items()]
+    )
+    sg_digits = by[("digits", "SG α=0.2")][2]
+    ag_digits = by[("digits", "AG c=0.95 (code κ)")][2]
+    sg_photos = by[("photos", "SG α=0.2")][2]
+    ag_photos = by[("photos", "AG c=0.95 (code κ)")][2]
+    return Section(
+        key=KEY,
+        title="AdaptGrad: smoothing without inherent noise (seed 003)",
+        claim=(
+            "SmoothGrad's isotropic noise (σ = 0.2·range) sends ~16 % of the sampled feature "
+            "values outside the data range (Figure 3: 0.1596); AdaptGrad's per-feature σ "
+            "(eq. 13, c = 0.95) keeps the inherent noise below 1 − c, and its maps are sparser "
+            "(Table 2, Sparseness)."
+        ),
+        finding=(
+            f"Figure-3 oracle reproduced to {oracle_error:.1e} (SG {means['SG α=0.2']:.6f}, "
+            f"AG {means['AG c=0.95 (code κ)']:.6f} with the code's κ, "
+            f"{means['AG c=0.95 (eq. 13 κ)']:.6f} with eq. 13's; the paper's 0.01424 matches "
+            f"neither). Inherent noise on the digits: SG {sg_digits:.3f} vs AG {ag_digits:.3f}; "
+            f"on the photos: SG {sg_photos:.3f} vs AG {ag_photos:.3f}. Sparseness: AdaptGrad "
+            f"beats SmoothGrad in {ag_sparser} of {len(pairs)} method pairs on the digits "
+            f"(a small sample; Table 2 used ImageNet models)."
+        ),
+        confirmed=confirmed,
+        figures=figures,
+        tables=[oracle_table, noise_table, sparse_table],
+        numbers={
+            "figure3_means": means,
+            "figure3_oracle_max_abs_error": oracle_error,
+            "inherent_noise": [
+                {"images": r[0], "noise": r[1], "analytic": r[2], "empirical": r[3]}
+                for r in noise_rows
+            ],
+            "sparseness_digits": sparse,
+            "nt_samples": samples,
+        },
+    )
