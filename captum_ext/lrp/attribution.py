@@ -1,0 +1,284 @@
+"""``LRP`` and ``LayerLRP``: Captum's classes with rule sets, canonizers and a one-pass backward.
+
+Both subclass their Captum namesakes, so they fit every Captum tool (``NoiseTunnel``, metrics,
+visualisation), and both resolve the rule set on every call: repeated calls and
+``NoiseTunnel``'s batches use the same rules, and rules a user set as ``module.rule`` win over
+the rule set and are never deleted (unlike captum #1059). The model is explained with one
+forward pass and one backward pass: each layer's forward hook routes its output through the
+rule's relevance function (see :mod:`captum_ext.lrp.rules`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_output,
+    _format_tensor_into_tuples,
+    _is_tuple,
+    _select_targets,
+)
+from captum.attr import LRP as CaptumLRP
+from captum.attr import LayerLRP as CaptumLayerLRP
+from captum.log import log_usage
+from torch import nn
+
+from captum_ext.core.guard import ModelGuard
+from captum_ext.core.modified_backward import register_modified_backward
+from captum_ext.core.validation import check_finite, check_result_finite, check_targets
+from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
+from captum_ext.lrp.rule_sets import EpsilonPlus, RuleSet
+from captum_ext.lrp.rules import GradientRule, LRPRule
+
+__all__ = ["LRP", "LayerLRP"]
+
+
+class LRP(CaptumLRP):
+    """Layer-wise relevance propagation with rule sets and canonizers (Bach et al. 2015).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model to explain; it is left bit-for-bit unchanged.
+    rule_set : RuleSet, optional
+        Which rule each layer gets (default :class:`~captum_ext.lrp.EpsilonPlus`). A rule stored
+        as ``module.rule`` (one of ours) overrides the rule set for that module.
+    canonizers : sequence of Canonizer, optional
+        Applied for the duration of each call and undone afterwards. Default:
+        ``NoInplaceActivations``, ``MergeBatchNorm``, ``ResNetCanonizer`` (VGG, VGG-BN and ResNet
+        from torchvision work out of the box); ``[]`` switches them off.
+
+    Notes
+    -----
+    Like Captum, the relevance of the target logit starts as the logit itself, so attributions
+    sum to ``f_c(x)`` for conservative rules. Rules are listed in :mod:`captum_ext.lrp.rules`
+    (seed 001, Sixt et al. 2020, analyses them).
+
+    Examples
+    --------
+    >>> from captum_ext.lrp import LRP, EpsilonGammaBox
+    >>> lrp = LRP(model, rule_set=EpsilonGammaBox(low=0.0, high=1.0))
+    >>> relevance = lrp.attribute(images, target=labels)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        rule_set: RuleSet | None = None,
+        canonizers: Sequence[Canonizer] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"LRP explains an nn.Module, got {type(model).__name__}.")
+        if rule_set is not None and not isinstance(rule_set, RuleSet):
+            raise TypeError(
+                f"rule_set must be a captum_ext.lrp.RuleSet (e.g. EpsilonPlus()), got "
+                f"{type(rule_set).__name__}."
+            )
+        # Captum's LRP.__init__ explicitly: in LayerLRP's MRO super() would be Captum's LayerLRP.
+        CaptumLRP.__init__(self, model)
+        self.rule_set = EpsilonPlus() if rule_set is None else rule_set
+        self.canonizers = None if canonizers is None else list(canonizers)
+
+    def _rules(self) -> list[tuple[str, nn.Module, LRPRule]]:
+        user_rules = {
+            name: module.rule
+            for name, module in self.model.named_modules()
+            if getattr(module, "rule", None) is not None
+        }
+        for name, rule in user_rules.items():
+            if not isinstance(rule, LRPRule):
+                raise TypeError(
+                    f"module {name!r} has rule {type(rule).__name__}, a Captum rule; "
+                    "captum_ext.lrp.LRP needs captum_ext.lrp rules (EpsilonRule, GammaRule, "
+                    "ZPlusRule, PassRule, …), which also work with captum.attr.LRP."
+                )
+        return self.rule_set.resolve(self.model, overrides=user_rules)
+
+    @contextmanager
+    def rules_installed(self) -> Iterator[nn.Module]:
+        """Context in which ``self.model``'s forward carries the rules (canonizers applied)."""
+        canonizers = default_canonizers() if self.canonizers is None else self.canonizers
+        handles = []
+        with canonized(self.model, canonizers) as model:
+            try:
+                for _, module, rule in self._rules():
+                    if not isinstance(rule, GradientRule):
+                        # Prepended, so the caller's own forward hooks (also ones registered
+                        # before this context) see the rule-routed output and can read its
+                        # relevance as the gradient.
+                        hook = module.register_forward_hook(rule.forward_hook, prepend=True)
+                        handles.append(hook)
+                yield model
+            finally:
+                for handle in handles:
+                    handle.remove()
+
+    def _relevance_of(
+        self,
+        inputs: Any,
+        target: Any,
+        additional_forward_args: Any,
+        capture: Any = None,
+    ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, Any]:
+        input_tuple = _format_tensor_into_tuples(inputs)
+        check_finite(input_tuple)
+        extra = _format_additional_forward_args(additional_forward_args) or ()
+        with ModelGuard(self.model), self.rules_installed() as model, torch.enable_grad():
+            leaves = tuple(x.detach().requires_grad_() for x in input_tuple)
+            captured = capture(model) if capture is not None else None
+            try:
+                output = model(*leaves, *extra)
+            finally:
+                if captured is not None:
+                    captured.remove()
+            check_targets(target, output)
+            selected = _select_targets(output, target)
+            sources = leaves if captured is None else captured.tensors
+            # Relevance starts as the target score itself (Captum's convention).
+            grads = torch.autograd.grad(
+                selected, sources, grad_outputs=selected.detach(), allow_unused=True
+            )
+        grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(sources, grads))
+        check_result_finite(grads, type(self).__name__)
+        return grads, selected.detach(), captured
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        verbose: bool = False,
+    ) -> Any:
+        """Relevance of every input feature for ``target``.
+
+        Parameters
+        ----------
+        inputs : Tensor or tuple of Tensor
+            Model inputs (batch first); never modified.
+        target : int, tuple, Tensor or list, optional
+            Output index per Captum's convention.
+        additional_forward_args : Any, optional
+            Extra forward arguments (not attributed).
+        return_convergence_delta : bool
+            Also return ``f_c(x) − Σ relevance`` per sample.
+        verbose : bool
+            Print each layer's rule.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor (and the delta)
+            Relevance of the same shape(s) as ``inputs``; sums to ``f_c(x)`` for conservative rules.
+        """
+        if verbose:
+            for name, _, rule in self._rules():
+                print(f"{name}: {rule!r}")
+        relevance, output, _ = self._relevance_of(inputs, target, additional_forward_args)
+        result = _format_output(_is_tuple(inputs), relevance)
+        if return_convergence_delta:
+            return result, self.compute_convergence_delta(relevance, output)
+        return result
+
+
+class _Capture:
+    """Forward hooks that keep the (rule-routed) output or a private alias of a layer's input."""
+
+    def __init__(self, layer: nn.Module, to_input: bool) -> None:
+        self.tensors: tuple[torch.Tensor, ...] = ()
+        if to_input:
+            self.handle = layer.register_forward_pre_hook(self._pre)
+        else:
+            # Registered last, so it sees the output after the layer's own rule hook.
+            self.handle = layer.register_forward_hook(self._post)
+
+    def _pre(self, module: nn.Module, args: tuple) -> tuple:
+        if self.tensors:
+            raise RuntimeError("LayerLRP: the layer is used more than once in the forward pass.")
+        # An alias per call: its gradient is the relevance this layer alone hands down.
+        self.tensors = tuple(a.view_as(a) for a in args)
+        return self.tensors
+
+    def _post(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if self.tensors:
+            raise RuntimeError("LayerLRP: the layer is used more than once in the forward pass.")
+        self.tensors = (output,)
+
+    def remove(self) -> None:
+        self.handle.remove()
+
+
+class LayerLRP(LRP, CaptumLayerLRP):
+    """Relevance at a layer's output (or input) under a rule set; see :class:`LRP`.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model.
+    layer : nn.Module
+        The layer whose output (or input) relevance is returned.
+    rule_set, canonizers
+        As in :class:`LRP`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: nn.Module,
+        rule_set: RuleSet | None = None,
+        canonizers: Sequence[Canonizer] | None = None,
+    ) -> None:
+        LRP.__init__(self, model, rule_set, canonizers)
+        self.layer = layer
+        self.device_ids = None
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor, ...],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        return_convergence_delta: bool = False,
+        attribute_to_layer_input: bool = False,
+        verbose: bool = False,
+    ) -> Any:
+        """Relevance of ``layer``'s output (``attribute_to_layer_input=False``) or input.
+
+        Returns a tensor (a tuple for a multi-input layer's input), plus the convergence delta
+        ``f_c(x) − Σ relevance`` when ``return_convergence_delta``.
+        """
+        relevance, output, _ = self._relevance_of(
+            inputs,
+            target,
+            additional_forward_args,
+            capture=lambda model: _Capture(self.layer, attribute_to_layer_input),
+        )
+        result = relevance[0] if len(relevance) == 1 else relevance
+        if return_convergence_delta:
+            return result, self.compute_convergence_delta(relevance, output)
+        return result
+
+
+@register_modified_backward(LRP)
+@contextmanager
+def _rule_set_backward(method: LRP) -> Iterator[Any]:
+    # The same hooks attribute() uses, left in place for the caller's own backward passes.
+    with method.rules_installed() as model:
+
+        def forward(*inputs: Any, **kwargs: Any) -> Any:
+            # The rules' backward only exists where autograd records a graph: inputs that do not
+            # require grad are replaced by copies that do (the caller's tensors stay untouched).
+            inputs = tuple(
+                x.detach().requires_grad_()
+                if isinstance(x, torch.Tensor) and x.is_floating_point() and not x.requires_grad
+                else x
+                for x in inputs
+            )
+            with torch.enable_grad():
+                return model(*inputs, **kwargs)
+
+        yield forward

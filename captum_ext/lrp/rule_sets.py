@@ -1,0 +1,364 @@
+"""Rule sets ("composites"): which LRP rule each layer of a model gets.
+
+A :class:`RuleSet` maps module *names*, the *first* linear-type layer and layer *types* to
+rules, in that order of precedence; activations, pooling, BatchNorm and reshapes get sensible
+defaults. The named sets follow zennit's composites and Sixt et al. 2020 (seed 001).
+
+Building a custom rule set takes a few lines::
+
+    from torch import nn
+    from captum_ext.lrp import LRP, RuleSet, EpsilonRule, GammaRule, FlatRule
+
+    rules = RuleSet(
+        layer_map=[(nn.Conv2d, GammaRule(0.5)), (nn.Linear, EpsilonRule(0.1))],
+        first_map=[(nn.Conv2d, FlatRule())],           # the first conv layer
+        name_map={"classifier.2": EpsilonRule(0.0)},   # one layer by name
+    )
+    attribution = LRP(model, rule_set=rules).attribute(x, target=3)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from captum_ext.lrp._layer import LINEAR_TYPES
+from captum_ext.lrp.canonizers import SumModule
+from captum_ext.lrp.rules import (
+    AlphaBetaRule,
+    EpsilonRule,
+    FlatRule,
+    GammaRule,
+    GradientRule,
+    LRPRule,
+    NormRule,
+    PassRule,
+    WSquareRule,
+    ZBoxRule,
+    ZPlusRule,
+)
+
+__all__ = [
+    "ACTIVATIONS",
+    "CONVOLUTIONS",
+    "Alpha1Beta0",
+    "AlphaBeta",
+    "DeepTaylor",
+    "Epsilon",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha2Beta1Flat",
+    "EpsilonGammaBox",
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "ExcitationBackprop",
+    "LRPCMP",
+    "RuleSet",
+]
+
+LayerMap = Sequence[tuple[type | tuple[type, ...], LRPRule]]
+
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ACTIVATIONS = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+)
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+_SUM_POOL = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    SumModule,
+)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Modules whose gradient already routes relevance correctly.
+_ROUTING = (
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+
+
+class RuleSet:
+    """A mapping from a model's layers to LRP rules.
+
+    Precedence: ``name_map`` (exact names from ``model.named_modules()``), then ``first_map``
+    (applied to the first module, in registration order, whose type it lists), then
+    ``layer_map`` (first matching entry wins), then the defaults: activations and Dropout →
+    :class:`PassRule`, sum/average pooling and residual additions → :class:`NormRule`,
+    BatchNorm that was not folded → :class:`PassRule`, max pooling and reshapes → the gradient.
+
+    Parameters
+    ----------
+    layer_map : sequence of (type or tuple of types, LRPRule)
+        Rules by layer type.
+    first_map : sequence of (type or tuple of types, LRPRule)
+        Rules for the first layer of the listed types.
+    name_map : mapping of str to LRPRule
+        Rules by module name.
+    stabilizer : float
+        ε of the default :class:`NormRule`.
+    activation_rule : LRPRule
+        Rule of the activations (:class:`PassRule`; :class:`GradientRule` keeps their gradient).
+    """
+
+    def __init__(
+        self,
+        layer_map: LayerMap = (),
+        first_map: LayerMap = (),
+        name_map: Mapping[str, LRPRule] | None = None,
+        *,
+        stabilizer: float = 1e-6,
+        activation_rule: LRPRule | None = None,
+    ) -> None:
+        self.name_map = dict(name_map or {})
+        self.first_map = list(first_map)
+        activation_rule = PassRule() if activation_rule is None else activation_rule
+        self.layer_map = [
+            *layer_map,
+            (ACTIVATIONS, activation_rule),
+            (_DROPOUT, PassRule()),
+            (_SUM_POOL, NormRule(stabilizer)),
+            (_BATCHNORM, PassRule()),
+            (_ROUTING, GradientRule()),
+        ]
+        for rule in [*self.name_map.values(), *(r for _, r in [*self.first_map, *self.layer_map])]:
+            if not isinstance(rule, LRPRule):
+                raise TypeError(
+                    f"Rule sets take captum_ext.lrp rules (e.g. EpsilonRule()), got "
+                    f"{type(rule).__name__}."
+                )
+
+    def resolve(
+        self, model: nn.Module, overrides: Mapping[str, LRPRule] | None = None
+    ) -> list[tuple[str, nn.Module, LRPRule]]:
+        """``(name, module, rule)`` for every leaf module of ``model`` (and every SumModule).
+
+        ``overrides`` (rules by module name, e.g. the ones users set as ``module.rule``) take
+        precedence over everything else.
+
+        Raises
+        ------
+        TypeError
+            For a leaf module no rule applies to, naming its path and type.
+        """
+        first_done = False
+        resolved = []
+        for name, module in model.named_modules():
+            if next(module.children(), None) is not None and not isinstance(module, SumModule):
+                continue
+            rule = (overrides or {}).get(name) or self.name_map.get(name)
+            if rule is None and not first_done:
+                rule = _match(self.first_map, module)
+                first_done = rule is not None
+            if rule is None:
+                rule = _match(self.layer_map, module)
+            if rule is None:
+                raise TypeError(
+                    f"LRP has no rule for module {name or '<root>'!r} of type "
+                    f"{type(module).__name__}. Give it one: set `module.rule = PassRule()` (or "
+                    "NormRule(), EpsilonRule(), …), or pass a rule set with "
+                    f"name_map={{{name!r}: PassRule()}} or layer_map=[({type(module).__name__}, "
+                    "rule)]."
+                )
+            if not rule.applies_to(module):
+                raise TypeError(
+                    f"{type(rule).__name__} cannot handle module {name!r} of type "
+                    f"{type(module).__name__}; it supports "
+                    f"{', '.join(t.__name__ for t in rule.layer_types)}."
+                )
+            resolved.append((name, module, rule))
+        return resolved
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:
+    return next((rule for types, rule in layer_map if isinstance(module, types)), None)
+
+
+class Epsilon(RuleSet):
+    """LRP-ε on every linear-type layer (``epsilon=0``: LRP-0/LRP-z of seed 001)."""
+
+    def __init__(self, epsilon: float = 1e-6, *, layer_map: LayerMap = (), **kwargs) -> None:
+        super().__init__([*layer_map, (LINEAR_TYPES, EpsilonRule(epsilon))], **kwargs)
+
+
+class AlphaBeta(RuleSet):
+    """LRP-αβ on every linear-type layer (seed 001: α1β0, α2β1, α5β4)."""
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 1.0,
+        stabilizer: float = 1e-6,
+        *,
+        layer_map: LayerMap = (),
+        **kwargs,
+    ) -> None:
+        rule = AlphaBetaRule(alpha, beta, stabilizer)
+        super().__init__([*layer_map, (LINEAR_TYPES, rule)], stabilizer=stabilizer, **kwargs)
+
+
+class Alpha1Beta0(AlphaBeta):
+    """LRP-α1β0 (= z⁺, generalised to signed inputs) on every linear-type layer."""
+
+    def __init__(self, stabilizer: float = 1e-6, **kwargs) -> None:
+        super().__init__(1.0, 0.0, stabilizer, **kwargs)
+
+
+def _conv_dense(conv: LRPRule, dense: LRPRule, layer_map: LayerMap) -> list:
+    return [*layer_map, (CONVOLUTIONS, conv), (nn.Linear, dense)]
+
+
+class EpsilonPlus(RuleSet):
+    """z⁺ on convolutions, ε on dense layers (zennit's ``EpsilonPlus``)."""
+
+    def __init__(
+        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, *, layer_map: LayerMap = (), **kw
+    ) -> None:
+        rules = _conv_dense(ZPlusRule(stabilizer), EpsilonRule(epsilon), layer_map)
+        super().__init__(rules, stabilizer=stabilizer, **kw)
+
+
+class EpsilonAlpha2Beta1(RuleSet):
+    """α2β1 on convolutions, ε on dense layers (zennit's ``EpsilonAlpha2Beta1``)."""
+
+    def __init__(
+        self, epsilon: float = 1e-6, stabilizer: float = 1e-6, *, layer_map: LayerMap = (), **kw
+    ) -> None:
+        rules = _conv_dense(AlphaBetaRule(2.0, 1.0, stabilizer), EpsilonRule(epsilon), layer_map)
+        super().__init__(rules, stabilizer=stabilizer, **kw)
+
+
+class EpsilonPlusFlat(EpsilonPlus):
+    """:class:`EpsilonPlus` with the flat rule on the first linear-type layer."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, **kwargs) -> None:
+        first = [*kwargs.pop("first_map", ()), (LINEAR_TYPES, FlatRule(stabilizer))]
+        super().__init__(epsilon, stabilizer, first_map=first, **kwargs)
+
+
+class EpsilonAlpha2Beta1Flat(EpsilonAlpha2Beta1):
+    """:class:`EpsilonAlpha2Beta1` with the flat rule on the first linear-type layer."""
+
+    def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, **kwargs) -> None:
+        first = [*kwargs.pop("first_map", ()), (LINEAR_TYPES, FlatRule(stabilizer))]
+        super().__init__(epsilon, stabilizer, first_map=first, **kwargs)
+
+
+class EpsilonGammaBox(RuleSet):
+    """z^B on the first convolution, γ on the others, ε on dense layers (zennit's composite).
+
+    Parameters
+    ----------
+    low, high : float or torch.Tensor
+        Input bounds for :class:`ZBoxRule` (e.g. ``DigitsDataset.bounds``, or per-channel
+        ImageNet bounds).
+    epsilon, gamma, stabilizer : float
+        Parameters of the ε and γ rules and the stabiliser.
+    """
+
+    def __init__(
+        self,
+        low: float | torch.Tensor,
+        high: float | torch.Tensor,
+        epsilon: float = 1e-6,
+        gamma: float = 0.25,
+        stabilizer: float = 1e-6,
+        *,
+        layer_map: LayerMap = (),
+        first_map: LayerMap = (),
+        **kwargs,
+    ) -> None:
+        rules = _conv_dense(GammaRule(gamma, stabilizer), EpsilonRule(epsilon), layer_map)
+        first = [*first_map, (CONVOLUTIONS, ZBoxRule(low, high, stabilizer))]
+        super().__init__(rules, first, stabilizer=stabilizer, **kwargs)
+
+
+class ExcitationBackprop(RuleSet):
+    """z⁺ on every linear-type layer, activations keep their gradient (Zhang et al. 2018)."""
+
+    def __init__(self, stabilizer: float = 1e-6, *, layer_map: LayerMap = (), **kwargs) -> None:
+        kwargs.setdefault("activation_rule", GradientRule())
+        rules = [*layer_map, (LINEAR_TYPES, ZPlusRule(stabilizer))]
+        super().__init__(rules, stabilizer=stabilizer, **kwargs)
+
+
+class DeepTaylor(RuleSet):
+    """Deep Taylor decomposition (Montavon et al. 2017): z⁺ after ReLUs, a box/w² first layer.
+
+    Parameters
+    ----------
+    low, high : float or torch.Tensor, optional
+        Input bounds: the first linear-type layer gets ``ZBoxRule(low, high)`` when both are given,
+        ``WSquareRule()`` when both are ``None``.
+    stabilizer : float
+        ε of the stabiliser.
+    """
+
+    def __init__(
+        self,
+        low: float | torch.Tensor | None = None,
+        high: float | torch.Tensor | None = None,
+        stabilizer: float = 1e-6,
+        **kwargs,
+    ) -> None:
+        if (low is None) != (high is None):
+            raise ValueError("DeepTaylor needs both low and high (z^B rule) or neither (w² rule).")
+        first_rule = WSquareRule(stabilizer) if low is None else ZBoxRule(low, high, stabilizer)
+        first = [*kwargs.pop("first_map", ()), (LINEAR_TYPES, first_rule)]
+        rules = [*kwargs.pop("layer_map", ()), (LINEAR_TYPES, ZPlusRule(stabilizer))]
+        super().__init__(rules, first, stabilizer=stabilizer, **kwargs)
+
+
+class LRPCMP(RuleSet):
+    """LRP-CMP (seed 001 §5; Kohlbrenner et al. 2020): LRP-z/ε on dense layers, αβ on convolutions.
+
+    Parameters
+    ----------
+    alpha, beta : float
+        The αβ rule of the convolutions (seed 001 uses α = 1 or 2).
+    epsilon : float
+        ε of the dense layers' rule (1e-6: LRP-z with a stabiliser).
+    stabilizer : float
+        ε of the other stabilisers.
+    """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        beta: float = 0.0,
+        epsilon: float = 1e-6,
+        stabilizer: float = 1e-6,
+        *,
+        layer_map: LayerMap = (),
+        **kwargs,
+    ) -> None:
+        rules = _conv_dense(AlphaBetaRule(alpha, beta, stabilizer), EpsilonRule(epsilon), layer_map)
+        super().__init__(rules, stabilizer=stabilizer, **kwargs)
