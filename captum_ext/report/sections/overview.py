@@ -1,4 +1,4 @@
-"""Section 1: the workload and Captum's own methods on it (the baseline every later section extends)."""
+"""Section 1: the workload, Captum's gradient methods and LRP on it (the baseline for the rest)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
+from captum_ext.lrp import LRP, EpsilonPlus
 from captum_ext.report.context import ReportContext, Section
 from captum_ext.report.plotting import heatmap_grid, markdown_table
 
@@ -18,12 +19,14 @@ def run(ctx: ReportContext) -> Section:
     images = ctx.images[: ctx.n_show]
     with torch.no_grad():
         target = ctx.model(images).argmax(1)
+    model = ctx.model
     methods = {
-        "Saliency": lambda x, t: Saliency(ctx.model).attribute(x, target=t, abs=False),
-        "IntegratedGradients": lambda x, t: IntegratedGradients(ctx.model).attribute(
+        "Saliency": lambda x, t: Saliency(model).attribute(x, target=t, abs=False),
+        "IntegratedGradients": lambda x, t: IntegratedGradients(model).attribute(
             x, target=t, n_steps=32, internal_batch_size=64
         ),
-        "InputXGradient": lambda x, t: InputXGradient(ctx.model).attribute(x, target=t),
+        "InputXGradient": lambda x, t: InputXGradient(model).attribute(x, target=t),
+        "LRP EpsilonPlus": lambda x, t: LRP(model, rule_set=EpsilonPlus()).attribute(x, target=t),
     }
     maps, rows = {}, []
     for name, explain in methods.items():
@@ -31,7 +34,9 @@ def run(ctx: ReportContext) -> Section:
         maps[name] = explain(images, target).detach()
         seconds = time.perf_counter() - start
         rows.append([name, f"{1000 * seconds / len(images):.1f}"])
-    figure = heatmap_grid(ctx.figure_path("overview_heatmaps"), images, maps, title="Captum baselines")
+    figure = heatmap_grid(
+        ctx.figure_path("overview_heatmaps"), images, maps, title="Baselines on the workload"
+    )
     accuracy = "n/a" if ctx.accuracy is None else f"{100 * ctx.accuracy:.1f} %"
     workload = markdown_table(
         ["model", "test accuracy", "images explained", "input shape"],
@@ -39,8 +44,11 @@ def run(ctx: ReportContext) -> Section:
     )
     return Section(
         key=KEY,
-        title="Workload and Captum baselines",
-        claim="Captum's own Saliency, Integrated Gradients and Input×Gradient run on the workload.",
+        title="Workload and baselines",
+        claim=(
+            "Captum's Saliency, Integrated Gradients and Input×Gradient, and LRP through "
+            "captum_ext's Captum-compatible LRP class, run on the workload."
+        ),
         finding=f"The model reaches {accuracy} test accuracy; the heatmaps show the baselines.",
         confirmed=None,
         figures=[ctx.relative(figure)],
