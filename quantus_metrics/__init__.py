@@ -18,6 +18,9 @@ _EXPORTS: dict[str, str] = {
     "InherentNoise": "quantus_metrics.inherent_noise",
     "SpectralComplexity": "quantus_metrics.spectral",
     "ssim_batch": "quantus_metrics.ssim",
+    "explain_func_from": "quantus_metrics.explain",
+    "cosine_similarity_convergence": "quantus_metrics.csc",
+    "random_baseline": "quantus_metrics.csc",
 }
 
 

@@ -1,0 +1,214 @@
+"""Batched 2-D SSIM in torch and the map handling of Sixt et al. (2020), "When Explanations Lie".
+
+Seed 001 (section 5) compares saliency maps with SSIM (Wang et al., 2004) after three steps that
+this module provides as separate functions:
+
+1. :func:`reduce_channels` turns an ``(N, C, H, W)`` attribution into ``(N, H, W)`` maps (max of
+   the absolute value for gradient-like methods, channel sum for LRP/DTD/Pattern/DeepLIFT);
+2. :func:`percentile_normalise` maps each map's 99.5th percentile to 0 and its 0.5th percentile
+   to 1 and clips to [0, 1] (the authors' normalisation);
+3. :func:`flip_invariant_ssim` takes ``max(SSIM(n(a), n(b)), SSIM(n(a), n(-b)))`` because LRP and
+   DTD maps sometimes flip their sign when the last layer is randomised.
+
+:func:`ssim_batch` is the SSIM itself: the same formula as
+``skimage.metrics.structural_similarity`` on 2-D images (mean over the valid window positions),
+for a whole batch at once, on the tensors' device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from captum_ext.core.validation import check_finite, check_positive, check_positive_int
+
+__all__ = [
+    "flip_invariant_ssim",
+    "percentile_normalise",
+    "reduce_channels",
+    "ssim_batch",
+    "ssim_window",
+]
+
+
+def ssim_window(
+    win_size: int = 5,
+    gaussian: bool = False,
+    sigma: float = 1.5,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """The normalised 1-D SSIM window (the 2-D window is its outer product).
+
+    A uniform window of ``win_size`` taps, or a Gaussian with standard deviation ``sigma``
+    truncated to ``win_size`` taps. The Gaussian equals scikit-image's (``gaussian_weights=True``)
+    when ``win_size == 2 * int(3.5 * sigma + 0.5) + 1``, e.g. 11 for ``sigma=1.5`` (Wang et al.).
+    """
+    check_positive_int("win_size", win_size, minimum=1)
+    if win_size % 2 == 0:
+        raise ValueError(f"win_size must be odd, got {win_size}.")
+    if not gaussian:
+        return torch.full((win_size,), 1.0 / win_size, dtype=dtype, device=device)
+    check_positive("sigma", sigma)
+    offsets = torch.arange(win_size, dtype=dtype, device=device) - (win_size - 1) / 2
+    weights = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return weights / weights.sum()
+
+
+def ssim_batch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    data_range: float = 2.0,
+    win_size: int = 5,
+    gaussian: bool = False,
+    sigma: float = 1.5,
+    use_sample_covariance: bool = True,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    full: bool = False,
+) -> torch.Tensor:
+    """Structural similarity of 2-D maps, batched over all leading dimensions.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Maps of shape ``(..., H, W)`` with identical shapes, dtype and device.
+    data_range : float
+        The dynamic range ``R`` in ``C1 = (k1 R)^2`` and ``C2 = (k2 R)^2``. Maps normalised to
+        [0, 1] have range 1; 2.0 reproduces the numbers of Sixt et al. (2020).
+    win_size : int
+        Odd window width (5 as in seed 001; scikit-image's uniform default is 7).
+    gaussian : bool
+        Gaussian window (see :func:`ssim_window`) instead of a uniform one.
+    sigma : float
+        Standard deviation of the Gaussian window.
+    use_sample_covariance : bool
+        Normalise (co)variances by ``N - 1`` instead of ``N`` (``N = win_size**2``), as
+        scikit-image does by default.
+    k1, k2 : float
+        The stabilising constants of Wang et al. (2004).
+    full : bool
+        Also return the SSIM map over the valid window positions.
+
+    Returns
+    -------
+    torch.Tensor
+        Mean SSIM of shape ``a.shape[:-2]`` (and the ``(..., H - w + 1, W - w + 1)`` map when
+        ``full``). Constant maps are fine: both variance terms reduce to ``C2 / C2``, so the score
+        is the luminance term alone (1 for two equal constant maps).
+
+    References
+    ----------
+    Wang, Bovik, Sheikh, Simoncelli (2004), "Image quality assessment: from error visibility to
+    structural similarity", IEEE TIP 13(4).
+    """
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError("ssim_batch expects two torch.Tensor maps.")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"SSIM needs maps of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}."
+        )
+    if a.dim() < 2:
+        raise ValueError(f"SSIM needs maps of shape (..., H, W), got {tuple(a.shape)}.")
+    check_positive("data_range", data_range)
+    height, width = a.shape[-2:]
+    if win_size > min(height, width):
+        raise ValueError(
+            f"win_size={win_size} exceeds the map size {height}×{width}; pass a smaller odd "
+            "win_size."
+        )
+    check_finite((a, b), name="SSIM maps")
+    dtype = a.dtype if a.is_floating_point() else torch.float64
+    window = ssim_window(win_size, gaussian, sigma, dtype=dtype, device=a.device)
+    lead = a.shape[:-2]
+    a2 = a.reshape(-1, 1, height, width).to(dtype)
+    b2 = b.reshape(-1, 1, height, width).to(dtype)
+    # All five local moments in one grouped, separable, valid (unpadded) convolution: the
+    # valid positions are exactly the pixels scikit-image keeps after cropping its border.
+    stack = torch.cat([a2, b2, a2 * a2, b2 * b2, a2 * b2], dim=1)
+    rows = window.view(1, 1, win_size, 1).expand(5, 1, win_size, 1)
+    cols = window.view(1, 1, 1, win_size).expand(5, 1, 1, win_size)
+    moments = F.conv2d(F.conv2d(stack, rows, groups=5), cols, groups=5)
+    ux, uy, uxx, uyy, uxy = moments.unbind(dim=1)
+    n_taps = win_size * win_size
+    cov_norm = n_taps / (n_taps - 1) if use_sample_covariance and n_taps > 1 else 1.0
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
+    c1 = (k1 * data_range) ** 2
+    c2 = (k2 * data_range) ** 2
+    numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
+    denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
+    ssim_map = numerator / denominator
+    score = ssim_map.mean(dim=(-2, -1)).reshape(lead)
+    if full:
+        return score, ssim_map.reshape(*lead, *ssim_map.shape[-2:])
+    return score
+
+
+def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor:
+    """Reduce ``(N, C, H, W)`` attributions to ``(N, H, W)`` maps (``(N, H, W)`` passes through).
+
+    ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in seed 001);
+    ``how="sum"``: signed channel sum (LRP, DTD, PatternAttribution, DeepLIFT).
+    """
+    if attribution.dim() == 3:
+        return attribution
+    if attribution.dim() != 4:
+        raise ValueError(
+            "Expected image attributions of shape (N, C, H, W) or maps (N, H, W), got "
+            f"{tuple(attribution.shape)}; SSIM metrics only support 2-D images."
+        )
+    if how == "sum":
+        return attribution.sum(dim=1)
+    if how == "max_abs":
+        return attribution.abs().amax(dim=1)
+    raise ValueError(f"channel reduction must be 'sum' or 'max_abs', got {how!r}.")
+
+
+def percentile_normalise(
+    maps: torch.Tensor, low: float = 0.5, high: float = 99.5
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seed 001's normalisation: the ``high`` percentile → 0, the ``low`` percentile → 1, clipped.
+
+    Parameters
+    ----------
+    maps : torch.Tensor
+        ``(N, H, W)`` maps.
+    low, high : float
+        Percentiles in [0, 100] with ``low < high``.
+
+    Returns
+    -------
+    normalised : torch.Tensor
+        ``(N, H, W)`` maps in [0, 1].
+    constant : torch.Tensor
+        ``(N,)`` bool: maps whose two percentiles coincide (constant or almost constant maps,
+        e.g. all zeros). They normalise to a constant 0.5 map, so SSIM stays defined (see
+        :func:`ssim_batch`) instead of dividing by zero.
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"need 0 ≤ low < high ≤ 100, got low={low}, high={high}.")
+    flat = maps.reshape(maps.shape[0], -1)
+    q = torch.tensor([low / 100.0, high / 100.0], dtype=flat.dtype, device=flat.device)
+    p_low, p_high = torch.quantile(flat, q, dim=1, keepdim=True).unbind(0)
+    spread = p_high - p_low
+    constant = spread.squeeze(1) <= torch.finfo(flat.dtype).tiny
+    safe = torch.where(constant.unsqueeze(1), torch.ones_like(spread), spread)
+    normalised = ((p_high - flat) / safe).clamp(0.0, 1.0)
+    normalised = torch.where(constant.unsqueeze(1), torch.full_like(flat, 0.5), normalised)
+    return normalised.reshape(maps.shape), constant
+
+
+def flip_invariant_ssim(
+    a: torch.Tensor, b: torch.Tensor, sign_invariant: bool = True, **ssim_kwargs: object
+) -> torch.Tensor:
+    """``max(SSIM(a, b), SSIM(a, flip(b)))`` for maps already normalised into [0, 1].
+
+    For seed 001's normalisation, normalising ``-b`` gives exactly ``1 - n(b)`` (the percentile
+    mapping is reversed and clipping is symmetric), so the flip is taken on normalised maps.
+    """
+    score = ssim_batch(a, b, **ssim_kwargs)  # type: ignore[arg-type]
+    if not sign_invariant:
+        return score
+    return torch.maximum(score, ssim_batch(a, 1.0 - b, **ssim_kwargs))  # type: ignore[arg-type]
