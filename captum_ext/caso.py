@@ -1,0 +1,216 @@
+"""CASO: context-aware second-order saliency (Singla et al., ICML 2019, seed 004, Definition 3).
+
+CAFO's objective plus the curvature of the loss:
+
+    max_Δ  gᵀΔ + ½ΔᵀHΔ − λ₁‖Δ‖₁ − λ₂‖Δ‖²,    g = ∇ₓℓ,  H = ∇²ₓℓ,
+
+strongly concave for ``λ₂ > L/2`` (Theorem 3, L = top eigenvalue of H); by default
+``λ₂ = L/2 + c₁`` with ``c₁ = 10``. ``H`` enters only through Hessian-vector products: the closed
+form ``Jᵀ(diag p − ppᵀ)J`` for piecewise-linear networks (Proposition 1) or double backward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from captum.log import log_usage
+
+from captum_ext.cafo import CAFO, _Problem, per_sample
+from captum_ext.core.validation import check_positive, check_positive_int
+from captum_ext.hessian import (
+    AutogradHessian,
+    RowFunction,
+    TensorOrTuple,
+    build_factored,
+    non_piecewise_linear_modules,
+)
+
+__all__ = ["CASO"]
+
+
+class CASO(CAFO):
+    """Context-Aware Second-Order saliency (seed 004, Definition 3; Smooth CASO, eq. 8).
+
+    Same contract and diagnostics (``last_lambda1``, ``last_lambda2``, ``last_sparsity``,
+    ``last_converged``) as :class:`~captum_ext.CAFO`; ``last_lambda2`` holds ``L/2 + c₁``.
+    Theorem 5: with many classes and a confident prediction, CASO ∥ CAFO (for ``λ₁ = 0``);
+    they differ when the confidence is low.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from captum_ext import CASO
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    >>> delta = CASO(model).attribute(torch.randn(4, 8), n_iter=50)
+    >>> delta.shape
+    torch.Size([4, 8])
+    """
+
+    @log_usage()
+    def attribute(  # type: ignore[override]
+        self,
+        inputs: TensorOrTuple,
+        target: int | Sequence[int] | torch.Tensor | None = None,
+        additional_forward_args: Any = None,
+        lambda1: float | Sequence[float] | torch.Tensor = 0.0,
+        lambda2: float | Sequence[float] | torch.Tensor | None = None,
+        n_iter: int = 10,
+        step: float = 0.1,
+        backtrack: float = 0.5,
+        tol: float = 1e-4,
+        lambda1_search: bool = False,
+        sparsity_range: tuple[float, float] = (0.75, 1.0),
+        n_lambda1: int = 8,
+        n_samples: int = 1,
+        stdev: float = 0.15,
+        generator: torch.Generator | int | None = None,
+        loss: str = "cross_entropy",
+        progress: bool = False,
+        hessian: Literal["auto", "closed_form", "autograd"] = "auto",
+        c1: float = 10.0,
+        power_iterations: int = 10,
+        chunk_size: int | None = None,
+        jacobian: Literal["expand", "vmap"] = "expand",
+    ) -> TensorOrTuple:
+        """Solve the CASO objective for every sample of the batch.
+
+        Parameters
+        ----------
+        inputs, target, additional_forward_args, lambda1, n_iter, step, backtrack, tol, \
+lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, progress
+            As in :meth:`CAFO.attribute`.
+        lambda2 : float or sequence/tensor of ``B`` floats, optional
+            L2 weight; default ``L/2 + c1`` per sample. Explicit values must exceed ``L/2``
+            for every sample (else the objective is not concave: ``ValueError``).
+        hessian : {"auto", "closed_form", "autograd"}
+            ``"closed_form"``: factored ``Jᵀ(diag p − ppᵀ)J`` (piecewise-linear networks only;
+            exact top eigenvalue); ``"autograd"``: double-backward HVPs and power iteration;
+            ``"auto"``: closed form when every layer is piecewise linear.
+        c1 : float
+            Margin in ``λ₂ = L/2 + c1`` (seed 004: 10).
+        power_iterations : int
+            Power-iteration steps for L with autograd HVPs (seed 004 Table 1: 10).
+        chunk_size : int, optional
+            Classes per Jacobian chunk of the closed form (bounds graph memory).
+        jacobian : {"expand", "vmap"}
+            How the closed form gets its Jacobian rows (see ``captum_ext.hessian``).
+
+        Returns
+        -------
+        tensor or tuple of tensors
+            Δ, shaped like ``inputs``.
+        """
+        check_positive("c1", c1)
+        check_positive_int("power_iterations", power_iterations)
+        if hessian not in ("auto", "closed_form", "autograd"):
+            raise ValueError(
+                f"hessian must be 'auto', 'closed_form' or 'autograd', got {hessian!r}."
+            )
+        return self._attribute(
+            inputs,
+            target,
+            additional_forward_args,
+            lambda1=lambda1,
+            lambda2=lambda2,
+            n_iter=n_iter,
+            step=step,
+            backtrack=backtrack,
+            tol=tol,
+            lambda1_search=lambda1_search,
+            sparsity_range=sparsity_range,
+            n_lambda1=n_lambda1,
+            n_samples=n_samples,
+            stdev=stdev,
+            generator=generator,
+            loss=loss,
+            progress=progress,
+            hessian=hessian,
+            c1=c1,
+            power_iterations=power_iterations,
+            chunk_size=chunk_size,
+            jacobian=jacobian,
+        )
+
+    def _problem(
+        self,
+        function: RowFunction,
+        points: torch.Tensor,
+        target: torch.Tensor,
+        copies: int,
+        replicas: int,
+        lambda2: Any,
+        loss: str,
+        **options: Any,
+    ) -> _Problem:
+        mode = self._hessian_mode(options["hessian"])
+        if mode == "closed_form":
+            factored = build_factored(
+                function,
+                points,
+                target,
+                copies,
+                loss,
+                options["chunk_size"],
+                options["jacobian"],
+            )
+            gradient, top = factored.gradient, factored.top_eigenvalue()
+            batch = gradient.shape[0]
+
+            def curvature(v: torch.Tensor) -> torch.Tensor:
+                # λ₁ candidates are stacked sample-major: (B·k, d) -> (B, k, d) right-hand sides
+                return factored.hvp(v.reshape(batch, -1, v.shape[-1])).reshape(v.shape)
+
+        else:
+            small = AutogradHessian(function, points, target, copies, loss)
+            gradient = small.gradient
+            top = small.top_eigenvalue(options["power_iterations"])
+            operator = small
+            if replicas > 1:
+                # one graph holding every λ₁ candidate, so each FISTA step is one double backward
+                del small
+                dim = points.shape[-1]
+                stacked = points.reshape(-1, 1, copies, dim).expand(-1, replicas, -1, -1)
+                operator = AutogradHessian(
+                    function,
+                    stacked.reshape(-1, dim),
+                    target.reshape(-1, 1, copies).expand(-1, replicas, -1).reshape(-1),
+                    copies,
+                    loss,
+                )
+            curvature = operator.hvp
+        return _Problem(gradient, curvature, self._lambda2(lambda2, top, options["c1"]))
+
+    def _hessian_mode(self, hessian: str) -> str:
+        if hessian == "autograd":
+            return hessian
+        bad = (
+            non_piecewise_linear_modules(self.forward_func)
+            if isinstance(self.forward_func, torch.nn.Module)
+            else ["forward_func (not an nn.Module)"]
+        )
+        if hessian == "closed_form" and bad:
+            raise ValueError(
+                "hessian='closed_form' needs a piecewise-linear network; not piecewise linear: "
+                f"{', '.join(bad[:5])}. Use hessian='autograd' (or 'auto'), or put BatchNorm/"
+                "Dropout in eval mode."
+            )
+        return "autograd" if bad else "closed_form"
+
+    @staticmethod
+    def _lambda2(lambda2: Any, top: torch.Tensor, c1: float) -> torch.Tensor:
+        half = top / 2
+        if lambda2 is None:
+            return half + c1
+        lam2 = per_sample("lambda2", lambda2, top.shape[0], top, allow_zero=False)
+        low = lam2 <= half
+        if bool(low.any()):
+            worst = int(torch.where(low, half - lam2, -torch.inf).argmax())
+            raise ValueError(
+                f"lambda2={float(lam2[worst]):g} makes the CASO objective non-concave for sample "
+                f"{worst}: it must exceed L/2, half the Hessian's top eigenvalue, which is "
+                f"{float(half[worst]):.6g} there. Use lambda2 > {float(half.max()):.6g} (or "
+                "per-sample values above L/2) or lambda2=None (L/2 + c1)."
+            )
+        return lam2
