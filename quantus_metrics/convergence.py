@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from captum_ext.adaptgrad import Bounds, make_generator, noise_std
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
+from quantus_metrics._base import CALL_DEFAULTS
 
 __all__ = [
     "ConvergenceConstants",
@@ -69,15 +70,6 @@ ExplainFunc = Callable[..., np.ndarray]
 
 _THEORIES = ("gradient", "lrp_alphabeta", "lrp_epsilon")
 _SCORES = ("relative_bound", "bound", "hoeffding_n", "constant", "relative_constant")
-_CALL_DEFAULTS: dict[str, Any] = {
-    "a_batch": None,
-    "s_batch": None,
-    "channel_first": None,
-    "explain_func": None,
-    "explain_func_kwargs": None,
-    "model_predict_kwargs": None,
-    "softmax": False,
-}
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PASS_THROUGH = (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
@@ -815,7 +807,7 @@ class ConvergenceConstants(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Evaluate with ``explain_func`` (required: the metric needs fresh draws)."""
         self.results = []
-        kwargs = {**_CALL_DEFAULTS, **kwargs}
+        kwargs = {**CALL_DEFAULTS, **kwargs}
         if kwargs["explain_func"] is None:
             raise ValueError("ConvergenceConstants needs explain_func to explain perturbed inputs.")
         return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)

@@ -31,19 +31,11 @@ from captum_ext.adaptgrad import (
     smoothgrad_std,
 )
 from captum_ext.core.validation import check_positive_int
+from quantus_metrics._base import CALL_DEFAULTS
 
 __all__ = ["InherentNoise", "InherentNoiseResult", "noise_sigma"]
 
 _SCORES = ("pixel_level", "image_level", "empirical_pixel_level", "empirical_image_level")
-_CALL_DEFAULTS: dict[str, Any] = {
-    "a_batch": None,
-    "s_batch": None,
-    "channel_first": None,
-    "explain_func": None,
-    "explain_func_kwargs": None,
-    "model_predict_kwargs": None,
-    "softmax": False,
-}
 
 
 @dataclass
@@ -287,7 +279,7 @@ class InherentNoise(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Evaluate ``x_batch``; ``a_batch``/``explain_func`` are accepted but not needed."""
         self.results = []
-        kwargs = {**_CALL_DEFAULTS, **kwargs}
+        kwargs = {**CALL_DEFAULTS, **kwargs}
         return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)
 
     def compute(self, x: torch.Tensor | np.ndarray) -> InherentNoiseResult:

@@ -26,6 +26,8 @@ import torch
 from quantus import Metric
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
+from quantus_metrics._base import CALL_DEFAULTS
+
 __all__ = [
     "SpectralComplexity",
     "SpectralResult",
@@ -38,15 +40,6 @@ __all__ = [
 _REDUCTIONS = ("sum", "abs_sum", "maxabs")
 _SCORES = ("expected_frequency", "high_frequency_share")
 # quantus.Metric.__call__ has no defaults; quantus.evaluate relies on each metric providing them.
-_CALL_DEFAULTS: dict[str, Any] = {
-    "a_batch": None,
-    "s_batch": None,
-    "channel_first": None,
-    "explain_func": None,
-    "explain_func_kwargs": None,
-    "model_predict_kwargs": None,
-    "softmax": False,
-}
 
 
 @dataclass
@@ -316,7 +309,7 @@ class SpectralComplexity(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Score ``a_batch`` (or the explanations of ``explain_func``); see ``quantus.Metric``."""
         self.spectra = []
-        kwargs = {**_CALL_DEFAULTS, **kwargs}
+        kwargs = {**CALL_DEFAULTS, **kwargs}
         return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)
 
     def compute(self, a_batch: np.ndarray | torch.Tensor) -> SpectralResult:
