@@ -1,4 +1,4 @@
-"""``python -m captum_ext.report`` (also ``captum-ext-report``, ``make demo``): the sanity report."""
+"""``python -m captum_ext.report`` (``captum-ext-report``, ``make demo``): the sanity report."""
 
 from __future__ import annotations
 
@@ -31,10 +31,15 @@ def _load_folder(folder: Path, size: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"})
+    files = sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp"}
+    )
     if not files:
         raise SystemExit(f"--data folder {folder} holds no .png/.jpg/.jpeg/.bmp images.")
-    arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size)), dtype=np.float32) / 255 for p in files]
+    arrays = [
+        np.asarray(Image.open(p).convert("RGB").resize((size, size)), dtype=np.float32) / 255
+        for p in files
+    ]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -50,16 +55,21 @@ def build_context(args: argparse.Namespace) -> ReportContext:
     if args.model is None:
         from captum_ext.zoo import DigitsDataset, train_digits_cnn
 
-        result = train_digits_cnn(cache_dir=args.cache_dir, progress=not args.no_progress, device=device)
+        result = train_digits_cnn(
+            cache_dir=args.cache_dir, progress=not args.no_progress, device=device
+        )
         test = DigitsDataset("test")
         images, labels = test.tensors()
         bounds = test.bounds
         model, name, accuracy = result.model, "seed-001 CNN on digits", result.test_accuracy
-        print(f"digits CNN: {100 * accuracy:.1f} % test accuracy ({'cache' if result.from_cache else 'trained'})")
+        origin = "cache" if result.from_cache else "trained"
+        print(f"digits CNN: {100 * accuracy:.1f} % test accuracy ({origin})")
     else:
         model = _load_callable(args.model, "model")()
         if not isinstance(model, torch.nn.Module):
-            raise SystemExit(f"--model {args.model} returned {type(model).__name__}, not an nn.Module.")
+            raise SystemExit(
+                f"--model {args.model} returned {type(model).__name__}, not an nn.Module."
+            )
         if args.weights:
             model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
         if args.data is None:
@@ -106,7 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="smoke-run size (about two minutes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--n-images", type=int, default=None, help="test images used (default 64, quick 16)")
+    parser.add_argument(
+        "--n-images", type=int, default=None, help="test images used (default 64, quick 16)"
+    )
     parser.add_argument("--sections", default=None, help="comma-separated section keys to run")
     parser.add_argument("--methods", default=None, help="comma-separated method names to include")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to include")
@@ -132,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.sections.split(","))
         unknown = wanted - {m.KEY for m in modules}
         if unknown:
-            raise SystemExit(f"Unknown section(s) {sorted(unknown)}; valid: {[m.KEY for m in modules]}.")
+            raise SystemExit(
+                f"Unknown section(s) {sorted(unknown)}; valid: {[m.KEY for m in modules]}."
+            )
         modules = [m for m in modules if m.KEY in wanted]
     sections: list[Section] = []
     for module in tqdm(modules, desc="report sections", disable=not ctx.progress):
@@ -141,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
             section = module.run(ctx)
         except Exception as err:  # one broken section must not hide the others
             traceback.print_exc()
-            section = Section(key=module.KEY, title=module.KEY, claim="", finding="", error=repr(err))
+            section = Section(
+                key=module.KEY, title=module.KEY, claim="", finding="", error=repr(err)
+            )
         section.seconds = time.perf_counter() - t0
         sections.append(section)
     ctx.out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+METHOD_COLOURS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#f0c000", "#00a0a0",
+)  # fmt: skip
+"""Thirteen distinguishable line colours (matplotlib's tab10, then black, gold, teal)."""
+
 
 def _pyplot():
     import matplotlib

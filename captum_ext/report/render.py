@@ -1,4 +1,4 @@
-"""Write the report: Markdown, a self-contained HTML page (figures embedded) and a JSON of numbers."""
+"""Write the report: Markdown, a self-contained HTML page (figures embedded) and a JSON file."""
 
 from __future__ import annotations
 
@@ -50,7 +50,9 @@ def _table_html(table: str) -> str:
     rows = [r for r in rows if not set("".join(r)) <= set("-: ")]
     head, body = rows[0], rows[1:]
     out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
+    out += [
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body
+    ]
     return "\n".join(out) + "</table>"
 
 
@@ -60,13 +62,20 @@ def write_html(path: Path, sections: Sequence[Section], header: dict[str, Any]) 
         "table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;"
         "font-size:90%}img{max-width:100%}.ok{color:#070}.bad{color:#a00}.na{color:#555}"
     )
-    parts = [f"<html><head><meta charset='utf-8'><title>captum-ext report</title><style>{style}</style>"]
+    parts = [
+        f"<html><head><meta charset='utf-8'><title>captum-ext report</title><style>{style}</style>"
+    ]
     parts += ["</head><body><h1>captum-ext sanity report</h1><ul>"]
-    parts += [f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in header.items()]
+    parts += [
+        f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in header.items()
+    ]
     parts += ["</ul>"]
     for s in sections:
         css = "bad" if s.error or s.confirmed is False else "ok" if s.confirmed else "na"
-        parts += [f"<h2>{html.escape(s.title)}</h2>", f"<p><b>Claim.</b> {html.escape(s.claim)}</p>"]
+        parts += [
+            f"<h2>{html.escape(s.title)}</h2>",
+            f"<p><b>Claim.</b> {html.escape(s.claim)}</p>",
+        ]
         parts += [f"<p><b>Finding.</b> {html.escape(s.finding)}</p>"]
         parts += [f"<p class='{css}'><b>Verdict:</b> {html.escape(_verdict(s))}</p>"]
         parts += [_table_html(t) for t in s.tables]

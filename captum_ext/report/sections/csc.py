@@ -113,8 +113,11 @@ def _figure(ctx: ReportContext, panels: dict[str, dict[str, CSC]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from captum_ext.report.plotting import METHOD_COLOURS
+
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     for ax, (label, metrics) in zip(axes[0], panels.items(), strict=True):
+        ax.set_prop_cycle(color=METHOD_COLOURS)  # more methods than the default 10 colours
         for index, (name, metric) in enumerate(metrics.items()):
             metric.plot(ax=ax, label=name, baseline=index == 0, markersize=3)
         ax.set_title(f"CSC from the logits: {label}", fontsize=10)

@@ -31,6 +31,8 @@ def _figure(ctx: ReportContext, logit: dict, cascades: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from captum_ext.report.plotting import METHOD_COLOURS
+
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]}
     )
@@ -46,6 +48,7 @@ def _figure(ctx: ReportContext, logit: dict, cascades: dict) -> str:
     left.set_xlabel("method")
     left.set_ylim(0, 1.05)
     left.set_title("(a) random logit", fontsize=10)
+    right.set_prop_cycle(color=METHOD_COLOURS)  # more methods than the default 10 colours
     for name, metric in cascades.items():
         metric.plot(ax=right, label=name, markersize=3)
     right.set_title("(b) cascading randomisation, 99 % bootstrap bands", fontsize=10)
