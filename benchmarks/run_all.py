@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import platform
 import time
 from pathlib import Path
@@ -53,14 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
     args = parser.parse_args(argv)
     names = args.only or discover()
-    start = time.perf_counter()
+    store = Path(args.out).with_suffix(".json")
+    # --only refreshes some benchmarks and keeps the stored rows of the others.
     results: dict[str, list[dict]] = {}
+    if args.only and store.exists():
+        results = json.loads(store.read_text())
+    start = time.perf_counter()
     for name in names:
         print(f"== {name}", flush=True)
         module = importlib.import_module(f"benchmarks.{name}")
         results[name] = module.main(quick=args.quick)
+    results = dict(sorted(results.items()))
     text = render(results, time.perf_counter() - start, args.quick)
     Path(args.out).write_text(text)
+    store.write_text(json.dumps(results, indent=1))
     print(text)
     print(f"written to {args.out}")
     return 0

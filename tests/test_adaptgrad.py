@@ -429,22 +429,12 @@ def test_clamp_projects_inputs(tiny):
     torch.testing.assert_close(ag.noise_std(x), noise_std(x.clamp(0, 1), (0.0, 1.0)))
 
 
-def _optional(module: str, name: str):
-    """A concurrently developed captum_ext method, or None while it does not exist yet."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
-
-
 @pytest.mark.parametrize(
     "module, name", [("captum_ext.lrp", "LRP"), ("captum_ext.rectgrad", "RectGrad")]
 )
 def test_wraps_other_captum_ext_methods(module, name):
     """σ = 0 (binary inputs) makes AdaptGrad(method) the method itself; σ > 0 stays finite."""
-    cls = _optional(module, name)
-    if cls is None:
-        pytest.skip(f"{module}.{name} does not exist yet")
+    cls = getattr(importlib.import_module(module), name)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4)).double().eval()

@@ -257,10 +257,7 @@ def test_bad_input(net):
 
 
 def test_wraps_captum_ext_lrp():
-    try:
-        lrp_cls = importlib.import_module("captum_ext.lrp").LRP
-    except (ImportError, AttributeError):
-        pytest.skip("captum_ext.lrp.LRP does not exist yet")
+    lrp_cls = importlib.import_module("captum_ext.lrp").LRP
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3)).double().eval()
