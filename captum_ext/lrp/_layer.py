@@ -16,16 +16,35 @@ from torch import nn
 
 LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
-_CONV_INPUT = {
-    nn.Conv1d: torch.nn.grad.conv1d_input,
-    nn.Conv2d: torch.nn.grad.conv2d_input,
-    nn.Conv3d: torch.nn.grad.conv3d_input,
+# Transposed convolutions (``torch.nn.grad.conv*_input`` hands convolution_backward an expanded
+# dummy input, which the CPU backend materialises: a full copy of the input per call).
+_CONV_TRANSPOSE = {
+    nn.Conv1d: F.conv_transpose1d,
+    nn.Conv2d: F.conv_transpose2d,
+    nn.Conv3d: F.conv_transpose3d,
 }
 
 
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + ε·sign(z)`` with ``sign(0) = +1`` (zennit's convention)."""
     return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+
+
+def stabilize_(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """:func:`stabilize` in place, for a temporary ``z`` the caller owns."""
+    return z.add_(torch.where(z >= 0, epsilon, -epsilon).to(z.dtype))
+
+
+def divide_(r: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``r / denominator``, written into the temporary ``denominator`` unless autograd records."""
+    if torch.is_grad_enabled() and (r.requires_grad or denominator.requires_grad):
+        return r / denominator
+    return torch.div(r, denominator, out=denominator)
+
+
+def nonnegative(x: torch.Tensor) -> bool:
+    """Whether ``x`` has no negative entry (one reduction, no temporary the size of ``x``)."""
+    return x.numel() == 0 or not bool(x.min() < 0)
 
 
 def safe_divide(r: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -55,6 +74,41 @@ class Layer:
             return F.linear(x, weight, bias)
         return self.module._conv_forward(x, weight, bias)
 
+    def _stackable(self) -> bool:
+        # Inputs/weights can be stacked along the input channels (no groups to keep apart).
+        return isinstance(self.module, nn.Linear) or self.module.groups == 1
+
+    @property
+    def _channel_dim(self) -> int:
+        # Counted from the end, so unbatched inputs work too.
+        return -1 if isinstance(self.module, nn.Linear) else 1 - self.weight.dim()
+
+    def forward_sum(
+        self,
+        xs: list[torch.Tensor],
+        weights: list[torch.Tensor],
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``Σ_k weights[k]·xs[k] + bias`` in one product (inputs stacked along the channels)."""
+        if len(xs) == 1 or not self._stackable():
+            out = self.forward(xs[0], weights[0], bias)
+            for x, w in zip(xs[1:], weights[1:], strict=True):
+                out = out + self.forward(x, w)
+            return out
+        return self.forward(torch.cat(xs, self._channel_dim), torch.cat(weights, 1), bias)
+
+    def transpose_many(
+        self, input_shape: torch.Size, weights: list[torch.Tensor], s: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """``[wᵀs for w in weights]`` in one transposed product (weights stacked)."""
+        if len(weights) == 1 or not self._stackable():
+            return [self.transpose(input_shape, w, s) for w in weights]
+        dim = self._channel_dim
+        shape = list(input_shape)
+        shape[dim] *= len(weights)
+        out = self.transpose(torch.Size(shape), torch.cat(weights, 1), s)
+        return list(out.chunk(len(weights), dim))
+
     def transpose(
         self, input_shape: torch.Size, weight: torch.Tensor, s: torch.Tensor
     ) -> torch.Tensor:
@@ -62,20 +116,34 @@ class Layer:
         module = self.module
         if isinstance(module, nn.Linear):
             return s.matmul(weight)
-        direct = _CONV_INPUT.get(type(module))
+        direct = _CONV_TRANSPOSE.get(type(module))
         if (
             direct is not None
             and module.padding_mode == "zeros"
             and not isinstance(module.padding, str)
         ):
+            # output_padding recovers input sizes that the strided forward rounded down.
+            output_padding = tuple(
+                size - ((out - 1) * stride - 2 * pad + dil * (k - 1) + 1)
+                for size, out, stride, pad, dil, k in zip(
+                    input_shape[-len(module.stride) :],  # also for unbatched inputs
+                    s.shape[-len(module.stride) :],
+                    module.stride,
+                    module.padding,
+                    module.dilation,
+                    weight.shape[2:],
+                    strict=True,
+                )
+            )
             return direct(
-                input_shape,
-                weight,
                 s,
+                weight,
+                None,
                 module.stride,
                 module.padding,
-                module.dilation,
+                output_padding,
                 module.groups,
+                module.dilation,
             )
         # Reflect/circular padding or padding="same": let autograd transpose the (linear) map.
         with torch.enable_grad():

@@ -25,7 +25,16 @@ from captum.attr._utils.lrp_rules import PropagationRule
 from torch import nn
 
 from captum_ext.core.validation import check_positive
-from captum_ext.lrp._layer import LINEAR_TYPES, Layer, safe_divide, stabilize
+from captum_ext.lrp._layer import (
+    LINEAR_TYPES,
+    Layer,
+    divide_,
+    nonnegative,
+    safe_divide,
+    stabilize,
+    stabilize_,
+)
+from captum_ext.lrp.canonizers import SumModule
 
 __all__ = [
     "AlphaBetaRule",
@@ -48,13 +57,35 @@ class _Relevance(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, rule: LRPRule, layer: Any, z: torch.Tensor, *inputs: torch.Tensor):
         ctx.rule, ctx.layer = rule, layer
-        ctx.save_for_backward(z, *inputs)
-        # A copy, so a later in-place op on the output cannot change the saved z.
-        return z.clone()
+        saved = inputs if rule._needs_inputs or rule._needs_z else ()
+        storage = z.untyped_storage().data_ptr()
+        ctx.z = ctx.z_version = None
+        if any(x.untyped_storage().data_ptr() == storage for x in inputs):
+            # The output is an input (e.g. Dropout in eval mode), which other backward functions
+            # may have saved: hand out a copy, so a later in-place op cannot change either.
+            ctx.save_for_backward(*((z, *saved) if rule._needs_z else saved))
+            ctx.saved_z = rule._needs_z
+            return z.clone()
+        # Hand out the detached output itself instead of a copy of a possibly large activation
+        # (mark_dirty bumps only this output's version). The backward reads z through an alias
+        # and recomputes it from the saved inputs if the output was modified in place since
+        # (forward_hook records the version).
+        ctx.save_for_backward(*saved)
+        ctx.saved_z = False
+        if rule._needs_z:
+            ctx.z = z.detach()
+        ctx.mark_dirty(z)
+        return z
 
     @staticmethod
     def backward(ctx: Any, r_out: torch.Tensor):
-        z, *inputs = ctx.saved_tensors
+        saved = ctx.saved_tensors
+        if ctx.saved_z:
+            z, *inputs = saved
+        else:
+            z, inputs = ctx.z, saved
+            if z is not None and z._version != ctx.z_version:
+                z = ctx.rule._output(ctx.layer, tuple(inputs))
         r_in = ctx.rule.relevance(ctx.layer, tuple(inputs), z, r_out)
         ctx.rule._record(r_out, r_in)
         return (None, None, None, *r_in)
@@ -70,6 +101,9 @@ class LRPRule(PropagationRule):
     """
 
     layer_types: tuple[type, ...] = LINEAR_TYPES
+    # What the backward needs: the layer output z and the layer inputs (saved in the forward).
+    _needs_z: bool = True
+    _needs_inputs: bool = True
 
     def relevance(
         self,
@@ -95,7 +129,17 @@ class LRPRule(PropagationRule):
                 f"{type(module).__name__} returning {type(outputs).__name__}."
             )
         layer = Layer.of(module) if isinstance(module, LINEAR_TYPES) else module
-        return _Relevance.apply(self, layer, outputs.detach(), *inputs)
+        out = _Relevance.apply(self, layer, outputs.detach(), *inputs)
+        if out.grad_fn is not None:
+            out.grad_fn.z_version = out._version  # see _Relevance.forward
+        return out
+
+    @staticmethod
+    def _output(layer: Any, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The layer output recomputed from its inputs (when the handed-out one was changed)."""
+        if isinstance(layer, Layer):
+            return layer.forward(*inputs, layer.weight, layer.bias)
+        return layer.forward(*inputs)
 
     # Captum's LRP calls this in its first pass; our rules never edit the weights in place.
     def _manipulate_weights(self, module: nn.Module, inputs: Any, outputs: Any) -> None:
@@ -118,9 +162,9 @@ class LRPRule(PropagationRule):
 
 def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(x⁺, x⁻)``, with ``x⁻ = None`` when ``x`` has no negative entry (post-ReLU inputs)."""
-    if bool((x < 0).any()):
-        return x.clamp(min=0), x.clamp(max=0)
-    return x, None
+    if nonnegative(x):
+        return x, None
+    return x.clamp(min=0), x.clamp(max=0)
 
 
 def _check_stabilizer(value: float) -> float:
@@ -181,21 +225,27 @@ class AlphaBetaRule(LRPRule):
         self.alpha, self.beta = float(alpha), float(beta)
         self.stabilizer = _check_stabilizer(stabilizer)
 
+    _needs_z = False
+
     def _part(self, layer, x_pos, x_neg, w_a, w_b, bias, r_out):
-        # Relevance of one part: inputs x⁺ through w_a (with bias) and x⁻ through w_b.
-        z = layer.forward(x_pos, w_a, bias)
-        if x_neg is not None:
-            z = z + layer.forward(x_neg, w_b)
-        s = r_out / stabilize(z, self.stabilizer)
-        r = x_pos * layer.transpose(x_pos.shape, w_a, s)
-        if x_neg is not None:
-            r = r + x_neg * layer.transpose(x_neg.shape, w_b, s)
-        return r
+        # Relevance of one part: inputs x⁺ through w_a (with bias) and x⁻ through w_b. The
+        # temporaries are updated in place; with signed inputs x⁺ and x⁻ go through one
+        # stacked product each way.
+        if x_neg is None:
+            z = layer.forward(x_pos, w_a, bias)
+            s = divide_(r_out, stabilize_(z, self.stabilizer))
+            return layer.transpose(x_pos.shape, w_a, s).mul_(x_pos)
+        z = layer.forward_sum([x_pos, x_neg], [w_a, w_b], bias)
+        s = divide_(r_out, stabilize_(z, self.stabilizer))
+        t_pos, t_neg = layer.transpose_many(x_pos.shape, [w_a, w_b], s)
+        return (t_pos * x_pos).add_(t_neg * x_neg)
 
     def relevance(self, layer, inputs, z, r_out):
         (x,) = inputs
         x_pos, x_neg = _split(x)
-        w_pos, w_neg = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+        w_pos = layer.weight.clamp(min=0)
+        # W⁻ only matters for signed inputs or β ≠ 0 (z⁺ after a ReLU never needs it).
+        w_neg = None if x_neg is None and self.beta == 0.0 else layer.weight.clamp(max=0)
         b = layer.bias
         r = self._part(
             layer, x_pos, x_neg, w_pos, w_neg, None if b is None else b.clamp(min=0), r_out
@@ -247,28 +297,36 @@ class GammaRule(LRPRule):
     def relevance(self, layer, inputs, z, r_out):
         (x,) = inputs
         g, w, b = self.gamma, layer.weight, layer.bias
-        w_up, w_down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        w_pos = w.clamp(min=0)
+        b_pos = None if b is None else b.clamp(min=0)
         x_pos, x_neg = _split(x)
+        if x_neg is None and not bool((z < 0).logical_and_(r_out != 0).any()):
+            # Non-negative input and no relevance on outputs with z < 0 (the usual case after
+            # a ReLU): only the z > 0 branch carries relevance, and z_up = z + γ(W⁺x + b⁺)
+            # costs one extra convolution and (W + γW⁺)ᵀs_up one transposed product.
+            z_up = stabilize_(layer.forward(x, w_pos, b_pos).mul_(g).add_(z), self.stabilizer)
+            s_up = divide_(r_out, z_up).masked_fill_(z <= 0, 0.0)
+            return (layer.transpose(x.shape, w + g * w_pos, s_up).mul_(x),)
         if x_neg is None:
-            # Non-negative input: reuse z = Wx + b, so one extra convolution (W⁺x) suffices.
-            wx_pos = layer.forward(x, w.clamp(min=0))
-            wx_neg = (z - layer.bias_shape(b)) - wx_pos
-            b_up = layer.bias_shape(None if b is None else b + g * b.clamp(min=0))
-            b_down = layer.bias_shape(None if b is None else b + g * b.clamp(max=0))
-            wx = wx_pos + wx_neg
-            z_up, z_down = wx + g * wx_pos + b_up, wx + g * wx_neg + b_down
-        else:
-            b_up = None if b is None else b + g * b.clamp(min=0)
-            b_down = None if b is None else b + g * b.clamp(max=0)
-            z_up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
-            z_down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
+            # Non-negative input: with p = W⁺x + b⁺ (one extra convolution), z_up = z + γp and
+            # z_down = (1 + γ)z − γp; only the entry matching the sign of z is ever used, so
+            # one denominator and one s serve both branches (s_up = s on z > 0, s_down on z < 0).
+            neg = z < 0
+            gp = layer.forward(x, w_pos, b_pos).mul_(g)
+            z_down = (z * (1 + g)).sub_(gp)
+            den = stabilize_(torch.where(neg, z_down, gp.add_(z)), self.stabilizer)
+            s = divide_(r_out, den).masked_fill_(z == 0, 0.0)
+            # (W+γW⁺)ᵀs_up + (W+γW⁻)ᵀs_down = Wᵀ(s_up + (1+γ)s_down) + γW⁺ᵀ(s_up − s_down).
+            t = layer.transpose(x.shape, w, torch.where(neg, s * (1 + g), s))
+            t2 = layer.transpose(x.shape, w_pos, torch.where(neg, -s, s))
+            return (t.add_(t2.mul_(g)).mul_(x),)
+        w_up, w_down = w + g * w_pos, w + g * w.clamp(max=0)
+        b_up = None if b is None else b + g * b.clamp(min=0)
+        b_down = None if b is None else b + g * b.clamp(max=0)
+        z_up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
+        z_down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
         s_up = torch.where(z > 0, r_out, 0.0) / stabilize(z_up, self.stabilizer)
         s_down = torch.where(z < 0, r_out, 0.0) / stabilize(z_down, self.stabilizer)
-        if x_neg is None:
-            # Disjoint supports of s_up/s_down: (W+γW⁺)ᵀs_up + (W+γW⁻)ᵀs_down in two products.
-            t = layer.transpose(x.shape, w, s_up + (1 + g) * s_down)
-            t = t + g * layer.transpose(x.shape, w.clamp(min=0), s_up - s_down)
-            return (x * t,)
         r = x_pos * (
             layer.transpose(x.shape, w_up, s_up) + layer.transpose(x.shape, w_down, s_down)
         )
@@ -322,16 +380,19 @@ class ZBoxRule(LRPRule):
                 "tensor broadcastable to the input."
             ) from err
 
+    _needs_z = False
+
     def relevance(self, layer, inputs, z, r_out):
         (x,) = inputs
         low, high = self._bound(self.low, x, "low"), self._bound(self.high, x, "high")
-        w_pos, w_neg = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
-        denominator = (
-            layer.forward(x, layer.weight) - layer.forward(low, w_pos) - layer.forward(high, w_neg)
-        )
-        s = r_out / stabilize(denominator, self.stabilizer)
-        r = x * layer.transpose(x.shape, layer.weight, s)
-        r = r - low * layer.transpose(x.shape, w_pos, s) - high * layer.transpose(x.shape, w_neg, s)
+        w = layer.weight
+        w_pos, w_neg = w.clamp(min=0), w.clamp(max=0)
+        # Wx − W⁺l − W⁻h in one product over the stacked (x, l, h), and the three transposed
+        # products in one as well (first layers have few input channels, so stacking is cheap).
+        denominator = layer.forward_sum([x, low, high], [w, -w_pos, -w_neg])
+        s = divide_(r_out, stabilize_(denominator, self.stabilizer))
+        t_x, t_low, t_high = layer.transpose_many(x.shape, [w, w_pos, w_neg], s)
+        r = (x * t_x).sub_(low * t_low).sub_(high * t_high)
         return (r,)
 
 
@@ -340,6 +401,8 @@ class _InputFreeRule(LRPRule):
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = _check_stabilizer(stabilizer)
+
+    _needs_z = False
 
     def _weights(self, layer) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
@@ -388,7 +451,10 @@ class NormRule(LRPRule):
         self.stabilizer = _check_stabilizer(stabilizer)
 
     def relevance(self, layer, inputs, z, r_out):
-        s = r_out / stabilize(z, self.stabilizer)
+        s = torch.div(r_out, stabilize(z, self.stabilizer))
+        if isinstance(layer, SumModule) and all(x.shape == z.shape for x in inputs):
+            # a + b: the vector–Jacobian product is s for each summand, no autograd needed.
+            return tuple(x * s for x in inputs)
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_() for x in inputs]
             # .forward, not __call__: calling the module would re-enter this very hook.
@@ -400,6 +466,8 @@ class PassRule(LRPRule):
     """Pass relevance through unchanged (activations, Dropout, BatchNorm that was not folded)."""
 
     layer_types: tuple[type, ...] = (nn.Module,)
+    _needs_z = False
+    _needs_inputs = False
 
     def forward_hook(self, module: nn.Module, inputs: Any, outputs: Any) -> Any:
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
