@@ -41,14 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from quantus import Metric
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.adaptgrad import Bounds, make_generator, noise_std
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
-from quantus_metrics._base import CALL_DEFAULTS
+from quantus_metrics._base import QuantusDefaults
 
 __all__ = [
     "ConvergenceConstants",
@@ -668,7 +667,7 @@ def _theory_values(
     return torch.full(y.shape, math.prod(factors), dtype=torch.float64, device=y.device)
 
 
-class ConvergenceConstants(Metric):
+class ConvergenceConstants(QuantusDefaults):
     """Quantus metric: convergence constants of an averaged explanation (seed 000).
 
     For an explain function and a perturbation (Gaussian noise of absolute σ, AdaptGrad noise,
@@ -744,29 +743,9 @@ class ConvergenceConstants(Metric):
         score: str = "relative_bound",
         seed: int | None = 0,
         generator: torch.Generator | None = None,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[..., np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable[..., Any] | None = None,
-        default_plot_func: Callable[..., Any] | None = None,
-        disable_warnings: bool = False,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         if perturbation == "gaussian":
             self.perturbation: Perturbation = gaussian_perturbation(sigma)
         elif perturbation == "adaptgrad":
@@ -807,10 +786,9 @@ class ConvergenceConstants(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Evaluate with ``explain_func`` (required: the metric needs fresh draws)."""
         self.results = []
-        kwargs = {**CALL_DEFAULTS, **kwargs}
-        if kwargs["explain_func"] is None:
+        if kwargs.get("explain_func") is None:
             raise ValueError("ConvergenceConstants needs explain_func to explain perturbed inputs.")
-        return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)
+        return super().__call__(model, x_batch, y_batch, **kwargs)
 
     def compute(
         self,

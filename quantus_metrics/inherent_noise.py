@@ -12,13 +12,11 @@ range in one draw, and the empirical fractions over the draws the explainer actu
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from quantus import Metric
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from tqdm.auto import tqdm
 
@@ -31,7 +29,7 @@ from captum_ext.adaptgrad import (
     smoothgrad_std,
 )
 from captum_ext.core.validation import check_positive_int
-from quantus_metrics._base import CALL_DEFAULTS
+from quantus_metrics._base import QuantusDefaults
 
 __all__ = ["InherentNoise", "InherentNoiseResult", "noise_sigma"]
 
@@ -172,7 +170,7 @@ def compute_inherent_noise(
     )
 
 
-class InherentNoise(Metric):
+class InherentNoise(QuantusDefaults):
     """Quantus metric: the inherent noise of a Gaussian-smoothing explainer (seed 003).
 
     For a SmoothGrad σ (``noise="smoothgrad"``, σ = α·(x_max − x_min)), an AdaptGrad
@@ -238,29 +236,9 @@ class InherentNoise(Metric):
         score: str = "pixel_level",
         seed: int | None = 0,
         generator: torch.Generator | None = None,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[..., np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable[..., Any] | None = None,
-        default_plot_func: Callable[..., Any] | None = None,
-        disable_warnings: bool = False,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
         check_positive_int("n_draws", n_draws)
@@ -279,8 +257,7 @@ class InherentNoise(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Evaluate ``x_batch``; ``a_batch``/``explain_func`` are accepted but not needed."""
         self.results = []
-        kwargs = {**CALL_DEFAULTS, **kwargs}
-        return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)
+        return super().__call__(model, x_batch, y_batch, **kwargs)
 
     def compute(self, x: torch.Tensor | np.ndarray) -> InherentNoiseResult:
         """The full :class:`InherentNoiseResult` for a batch of inputs (no Quantus plumbing)."""

@@ -17,16 +17,14 @@ where they are made.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from quantus import Metric
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
-from quantus_metrics._base import CALL_DEFAULTS
+from quantus_metrics._base import QuantusDefaults
 
 __all__ = [
     "SpectralComplexity",
@@ -220,7 +218,7 @@ def spectral_complexity(
     )
 
 
-class SpectralComplexity(Metric):
+class SpectralComplexity(QuantusDefaults):
     """Quantus metric: expected normalised frequency (or high-frequency share) of each map.
 
     Implements the spectral view of seed 002 (methods.md §9): channel-reduced, optionally
@@ -269,29 +267,9 @@ class SpectralComplexity(Metric):
         rank: bool = True,
         n_bins: int | None = None,
         min_size: int = 8,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[..., np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable[..., Any] | None = None,
-        default_plot_func: Callable[..., Any] | None = None,
-        disable_warnings: bool = False,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
+        super().__init__(**kwargs)
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
         if reduce not in _REDUCTIONS:
@@ -309,8 +287,7 @@ class SpectralComplexity(Metric):
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Score ``a_batch`` (or the explanations of ``explain_func``); see ``quantus.Metric``."""
         self.spectra = []
-        kwargs = {**CALL_DEFAULTS, **kwargs}
-        return super().__call__(model=model, x_batch=x_batch, y_batch=y_batch, **kwargs)
+        return super().__call__(model, x_batch, y_batch, **kwargs)
 
     def compute(self, a_batch: np.ndarray | torch.Tensor) -> SpectralResult:
         """The full :class:`SpectralResult` of a batch of explanations (no Quantus plumbing)."""
