@@ -175,7 +175,6 @@ class CAFO(GradientAttribution):
         points: torch.Tensor,
         target: torch.Tensor,
         copies: int,
-        replicas: int,
         lambda2: Any,
         loss: str,
         **options: Any,
@@ -227,9 +226,10 @@ class CAFO(GradientAttribution):
                 points,
                 tgt.repeat_interleave(n_samples),
                 n_samples,
-                replicas,
                 lambda2,
                 loss,
+                n_iter=n_iter,
+                candidates=replicas,
                 **options,
             )
             if lambda1_search:

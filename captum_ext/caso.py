@@ -21,6 +21,7 @@ from captum_ext.cafo import CAFO, _Problem, per_sample
 from captum_ext.core.validation import check_positive, check_positive_int
 from captum_ext.hessian import (
     AutogradHessian,
+    KrylovCache,
     RowFunction,
     TensorOrTuple,
     build_factored,
@@ -34,7 +35,8 @@ class CASO(CAFO):
     """Context-Aware Second-Order saliency (seed 004, Definition 3; Smooth CASO, eq. 8).
 
     Same contract and diagnostics (``last_lambda1``, ``last_lambda2``, ``last_sparsity``,
-    ``last_converged``) as :class:`~captum_ext.CAFO`; ``last_lambda2`` holds ``L/2 + c₁``.
+    ``last_converged``) as :class:`~captum_ext.CAFO`; ``last_lambda2`` holds ``L/2 + c₁`` and
+    ``last_hessian`` the Hessian used (``"closed_form"`` or ``"autograd"``).
     Theorem 5: with many classes and a confident prediction, CASO ∥ CAFO (for ``λ₁ = 0``);
     they differ when the confidence is low.
 
@@ -86,12 +88,18 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
             for every sample (else the objective is not concave: ``ValueError``).
         hessian : {"auto", "closed_form", "autograd"}
             ``"closed_form"``: factored ``Jᵀ(diag p − ppᵀ)J`` (piecewise-linear networks only;
-            exact top eigenvalue); ``"autograd"``: double-backward HVPs and power iteration;
-            ``"auto"``: closed form when every layer is piecewise linear.
+            exact top eigenvalue; its Jacobian costs about one gradient per class);
+            ``"autograd"``: double-backward HVPs and Lanczos (power iteration with Rayleigh–Ritz),
+            cached on the explored Krylov space (:class:`~captum_ext.hessian.KrylovCache`);
+            ``"auto"``: the closed form when every layer is piecewise linear and it is the
+            cheaper one, i.e. for at most ``2·(power_iterations + n_iter·k)`` classes, ``k`` =
+            ``n_lambda1`` with the λ₁ search and 1 otherwise (40 classes by default); autograd
+            otherwise (e.g. 1000-class ImageNet models).
         c1 : float
             Margin in ``λ₂ = L/2 + c1`` (seed 004: 10).
         power_iterations : int
-            Power-iteration steps for L with autograd HVPs (seed 004 Table 1: 10).
+            Most Lanczos steps (Hessian-vector products) for L with autograd HVPs (seed 004
+            Table 1: 10 power-iteration steps; Lanczos is at least as accurate after as many).
         chunk_size : int, optional
             Classes per Jacobian chunk of the closed form (bounds graph memory).
         jacobian : {"expand", "vmap"}
@@ -139,12 +147,18 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
         points: torch.Tensor,
         target: torch.Tensor,
         copies: int,
-        replicas: int,
         lambda2: Any,
         loss: str,
         **options: Any,
     ) -> _Problem:
         mode = self._hessian_mode(options["hessian"])
+        if mode == "closed_form" and options["hessian"] == "auto":
+            with torch.no_grad():
+                n_classes = function(points[: function.batch]).shape[1]
+            products = options["power_iterations"] + options["n_iter"] * options["candidates"]
+            if n_classes > 2 * products:  # the Jacobian would cost more than the HVPs
+                mode = "autograd"
+        self.last_hessian = mode
         if mode == "closed_form":
             factored = build_factored(
                 function,
@@ -163,23 +177,14 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
                 return factored.hvp(v.reshape(batch, -1, v.shape[-1])).reshape(v.shape)
 
         else:
-            small = AutogradHessian(function, points, target, copies, loss)
-            gradient = small.gradient
-            top = small.top_eigenvalue(options["power_iterations"])
-            operator = small
-            if replicas > 1:
-                # one graph holding every λ₁ candidate, so each FISTA step is one double backward
-                del small
-                dim = points.shape[-1]
-                stacked = points.reshape(-1, 1, copies, dim).expand(-1, replicas, -1, -1)
-                operator = AutogradHessian(
-                    function,
-                    stacked.reshape(-1, dim),
-                    target.reshape(-1, 1, copies).expand(-1, replicas, -1).reshape(-1),
-                    copies,
-                    loss,
-                )
-            curvature = operator.hvp
+            # one graph on the B (noisy) points; every λ₁ candidate of a sample shares its
+            # cache, so FISTA steps inside the explored Krylov space cost no double backward
+            operator = AutogradHessian(function, points, target, copies, loss)
+            gradient = operator.gradient
+            # remembered directions: enough for Lanczos plus every λ₁ = 0 iterate
+            size = options["power_iterations"] + options["n_iter"] + 1
+            curvature = KrylovCache(operator.hvp, gradient, size)
+            top = curvature.top_eigenvalue(gradient, options["power_iterations"])
         return _Problem(gradient, curvature, self._lambda2(lambda2, top, options["c1"]))
 
     def _hessian_mode(self, hessian: str) -> str:

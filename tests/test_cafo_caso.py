@@ -354,3 +354,21 @@ def test_pair_normalize_oracle():
 @pytest.mark.slow
 def test_example_runs():
     runpy.run_path(str(ROOT / "examples" / "cafo_caso.py"), run_name="__main__")
+
+
+def test_auto_hessian_picks_the_cheaper_exact_path(gen):
+    """Closed form (a Jacobian row per class) for few classes, autograd HVPs for many or for
+    networks that are not piecewise linear."""
+    x = torch.randn(2, 12, generator=gen, dtype=F64)
+    few = _seeded(lambda: SmallMLP(12, (16,), 10)).to(F64).eval()
+    many = _seeded(lambda: SmallMLP(12, (16,), 100)).to(F64).eval()
+    smooth = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5))
+    cases = [(few, {}, "closed_form"), (many, {}, "autograd"), (smooth.to(F64), {}, "autograd")]
+    # the λ₁ search needs n_lambda1 × more products: the closed form pays off up to 180 classes
+    cases.append((many, {"lambda1_search": True}, "closed_form"))
+    for model, kwargs, expected in cases:
+        method = CASO(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            method.attribute(x, **kwargs)
+        assert method.last_hessian == expected
