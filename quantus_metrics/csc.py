@@ -99,6 +99,18 @@ def _row_nanmedian(values: torch.Tensor) -> torch.Tensor:
     (``torch.nanmedian`` returns the lower middle value; ``torch.nanquantile`` refuses rows of
     more than 2^24 elements, which pooled conv locations of large inputs exceed.)
     """
+    n = values.shape[1]
+    if n > 0 and bool(torch.isfinite(values).all()):
+        # Fast path (no zero vectors): one selection instead of a full sort. The upper middle
+        # value is the lower one if it occurs beyond rank k, else the smallest value above it.
+        k = (n + 1) // 2
+        low = values.kthvalue(k, dim=1, keepdim=True).values
+        if n % 2:
+            return low.squeeze(1)
+        above = values > low
+        next_up = torch.where(above, values, torch.full_like(values, float("inf"))).amin(dim=1)
+        high = torch.where(n - above.sum(dim=1) > k, low.squeeze(1), next_up)
+        return (low.squeeze(1) + high) / 2
     finite = torch.isfinite(values)
     ordered = torch.where(finite, values, torch.full_like(values, float("inf"))).sort(dim=1).values
     count = finite.sum(dim=1, keepdim=True)
@@ -130,15 +142,29 @@ def _check_names(model: nn.Module, names: Sequence[str], what: str) -> None:
 
 
 def _abs_cosines(grad: torch.Tensor, n_vectors: int) -> torch.Tensor:
-    """``(n·B, C, *spatial)`` back-propagated vectors → ``(B, pairs · locations)`` ``|cos|``."""
+    """``(n·B, C, *spatial)`` back-propagated vectors → ``(B, pairs · locations)`` ``|cos|``.
+
+    One float64 Gram matrix of the ``n`` vectors per sample and location; zero vectors have no
+    direction, so their cosines are NaN (dropped by the median).
+    """
     batch = grad.shape[0] // n_vectors
-    vectors = grad.detach().to(torch.float64).reshape(n_vectors, batch, grad.shape[1], -1)
-    norms = vectors.norm(dim=2, keepdim=True)
-    # Zero vectors have no direction: their cosines become NaN and are dropped by the median.
-    unit = vectors / torch.where(norms > 0, norms, torch.full_like(norms, float("nan")))
-    first, second = zip(*itertools.combinations(range(n_vectors), 2), strict=True)
-    cosines = (unit[list(first)] * unit[list(second)]).sum(dim=2).abs()  # (pairs, B, L)
-    return cosines.permute(1, 0, 2).reshape(batch, -1)
+    channels = grad.shape[1] if grad.dim() > 1 else 1
+    vectors = grad.detach().reshape(n_vectors, batch, channels, -1)
+    first, second = (list(i) for i in zip(*itertools.combinations(range(n_vectors), 2)))
+    if channels == 1:  # |cos| of scalars: 1 unless one of them is zero (or not finite)
+        v = vectors[:, :, 0]  # (n, B, L)
+        valid = (v != 0) & torch.isfinite(v)
+        valid = valid[first] & valid[second]  # (pairs, B, L)
+        ones = torch.ones((), dtype=torch.float64, device=grad.device)
+        cosines = torch.where(valid, ones, torch.full_like(ones, float("nan")))
+        return cosines.permute(1, 0, 2).reshape(batch, -1)
+    # (B, L, n, C) in float64 in one copy, then one batched Gram (B, L, n, n).
+    v = vectors.permute(1, 3, 0, 2).to(torch.float64, memory_format=torch.contiguous_format)
+    gram = torch.matmul(v, v.transpose(-1, -2))
+    norms = gram.diagonal(dim1=-2, dim2=-1).sqrt()  # (B, L, n)
+    norms = torch.where(norms > 0, norms, torch.full_like(norms, float("nan")))
+    cosines = gram[..., first, second] / (norms[..., first] * norms[..., second])  # (B, L, pairs)
+    return cosines.abs_().transpose(1, 2).reshape(batch, -1)
 
 
 def cosine_similarity_convergence(
