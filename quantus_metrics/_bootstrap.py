@@ -61,9 +61,12 @@ def bootstrap_ci(
         with np.errstate(invalid="ignore", divide="ignore"):
             means[start : start + size] = (counts @ filled) / (counts @ present)
     alpha = (1.0 - confidence) / 2.0
-    with warnings.catch_warnings():  # columns without finite values give NaN bounds, by design
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanquantile(means, [alpha, 1.0 - alpha], axis=0)
+    if np.isnan(means).any():
+        with warnings.catch_warnings():  # columns without finite values give NaN bounds
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanquantile(means, [alpha, 1.0 - alpha], axis=0)
+    else:  # the same numbers as nanquantile, without its per-column Python loop
+        low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
     if squeeze:
         return low[0], high[0]
     return low, high

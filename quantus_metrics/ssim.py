@@ -17,12 +17,15 @@ for a whole batch at once, on the tensors' device.
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 
 from captum_ext.core.validation import check_finite, check_positive, check_positive_int
 
 __all__ = [
+    "ReferenceSSIM",
     "flip_invariant_ssim",
     "percentile_normalise",
     "reduce_channels",
@@ -102,6 +105,25 @@ def ssim_batch(
     Wang, Bovik, Sheikh, Simoncelli (2004), "Image quality assessment: from error visibility to
     structural similarity", IEEE TIP 13(4).
     """
+    _check_maps(a, b, data_range, win_size)
+    height, width = a.shape[-2:]
+    dtype = a.dtype if a.is_floating_point() else torch.float64
+    window = ssim_window(win_size, gaussian, sigma, dtype=dtype, device=a.device)
+    lead = a.shape[:-2]
+    a2 = a.reshape(-1, 1, height, width).to(dtype)
+    b2 = b.reshape(-1, 1, height, width).to(dtype)
+    # All five local moments in one separable, valid (unpadded) filter: the valid positions are
+    # exactly the pixels scikit-image keeps after cropping its border.
+    stack = torch.cat([a2, b2, a2 * a2, b2 * b2, a2 * b2], dim=1)
+    ux, uy, uxx, uyy, uxy = _local_means(stack, window).unbind(dim=1)
+    ssim_map = _ssim_map(ux, uy, uxx, uyy, uxy, win_size, use_sample_covariance, data_range, k1, k2)
+    score = ssim_map.mean(dim=(-2, -1)).reshape(lead)
+    if full:
+        return score, ssim_map.reshape(*lead, *ssim_map.shape[-2:])
+    return score
+
+
+def _check_maps(a: torch.Tensor, b: torch.Tensor, data_range: float, win_size: int) -> None:
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError("ssim_batch expects two torch.Tensor maps.")
     if a.shape != b.shape:
@@ -117,19 +139,44 @@ def ssim_batch(
             f"win_size={win_size} exceeds the map size {height}×{width}; pass a smaller odd "
             "win_size."
         )
-    check_finite((a, b), name="SSIM maps")
-    dtype = a.dtype if a.is_floating_point() else torch.float64
-    window = ssim_window(win_size, gaussian, sigma, dtype=dtype, device=a.device)
-    lead = a.shape[:-2]
-    a2 = a.reshape(-1, 1, height, width).to(dtype)
-    b2 = b.reshape(-1, 1, height, width).to(dtype)
-    # All five local moments in one grouped, separable, valid (unpadded) convolution: the
-    # valid positions are exactly the pixels scikit-image keeps after cropping its border.
-    stack = torch.cat([a2, b2, a2 * a2, b2 * b2, a2 * b2], dim=1)
-    rows = window.view(1, 1, win_size, 1).expand(5, 1, win_size, 1)
-    cols = window.view(1, 1, 1, win_size).expand(5, 1, 1, win_size)
-    moments = F.conv2d(F.conv2d(stack, rows, groups=5), cols, groups=5)
-    ux, uy, uxx, uyy, uxy = moments.unbind(dim=1)
+    check_finite((a, b) if b is not a else (a,), name="SSIM maps")
+
+
+def _local_means(stack: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable valid filtering of ``(..., H, W)`` by ``window`` along both image axes.
+
+    Shifted slices accumulated in place (``add_`` with ``alpha``) instead of a grouped
+    ``conv2d`` with the outer-product window: the same sums (bit-identical for float32 maps in
+    our checks, within 1e-15 in float64), several times faster on CPUs for these thin kernels,
+    and free of the multi-millisecond stalls that small convolutions show under thread
+    contention.
+    """
+    taps = window.tolist()
+    win_size = len(taps)
+    height = stack.shape[-2] - win_size + 1
+    rows = stack[..., 0:height, :] * taps[0]
+    for k in range(1, win_size):
+        rows.add_(stack[..., k : k + height, :], alpha=taps[k])
+    width = stack.shape[-1] - win_size + 1
+    out = rows[..., 0:width] * taps[0]
+    for k in range(1, win_size):
+        out.add_(rows[..., k : k + width], alpha=taps[k])
+    return out
+
+
+def _ssim_map(
+    ux: torch.Tensor,
+    uy: torch.Tensor,
+    uxx: torch.Tensor,
+    uyy: torch.Tensor,
+    uxy: torch.Tensor,
+    win_size: int,
+    use_sample_covariance: bool,
+    data_range: float,
+    k1: float,
+    k2: float,
+) -> torch.Tensor:
+    """The SSIM map of Wang et al. (2004) from the local means of x, y, x², y² and xy."""
     n_taps = win_size * win_size
     cov_norm = n_taps / (n_taps - 1) if use_sample_covariance and n_taps > 1 else 1.0
     vx = cov_norm * (uxx - ux * ux)
@@ -139,11 +186,7 @@ def ssim_batch(
     c2 = (k2 * data_range) ** 2
     numerator = (2 * ux * uy + c1) * (2 * vxy + c2)
     denominator = (ux * ux + uy * uy + c1) * (vx + vy + c2)
-    ssim_map = numerator / denominator
-    score = ssim_map.mean(dim=(-2, -1)).reshape(lead)
-    if full:
-        return score, ssim_map.reshape(*lead, *ssim_map.shape[-2:])
-    return score
+    return numerator / denominator
 
 
 def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor:
@@ -207,8 +250,79 @@ def flip_invariant_ssim(
 
     For seed 001's normalisation, normalising ``-b`` gives exactly ``1 - n(b)`` (the percentile
     mapping is reversed and clipping is symmetric), so the flip is taken on normalised maps.
+    The local moments of ``a`` are filtered once for both orientations
+    (:class:`ReferenceSSIM`); the scores equal two :func:`ssim_batch` calls.
     """
-    score = ssim_batch(a, b, **ssim_kwargs)  # type: ignore[arg-type]
-    if not sign_invariant:
-        return score
-    return torch.maximum(score, ssim_batch(a, 1.0 - b, **ssim_kwargs))  # type: ignore[arg-type]
+    return ReferenceSSIM(a, sign_invariant, **ssim_kwargs)(b)  # type: ignore[arg-type]
+
+
+class ReferenceSSIM:
+    """(Sign-invariant) SSIM of many maps against one fixed reference map batch.
+
+    The reference's local means of ``a`` and ``a²`` are filtered once at construction; each
+    call filters only ``b``, ``b²`` and ``ab`` (and the flipped ``1 - b`` terms when
+    ``sign_invariant``). The scores are those of :func:`ssim_batch` /
+    :func:`flip_invariant_ssim`, computed with the same operations.
+
+    Parameters
+    ----------
+    reference : torch.Tensor
+        ``(..., H, W)`` maps, normalised into [0, 1] when ``sign_invariant``.
+    sign_invariant : bool
+        Score ``max(SSIM(a, b), SSIM(a, 1 - b))`` instead of ``SSIM(a, b)``.
+    **ssim_kwargs
+        ``data_range``, ``win_size``, ``gaussian``, ``sigma``, ``use_sample_covariance``,
+        ``k1``, ``k2``: as in :func:`ssim_batch`, with its defaults.
+    """
+
+    def __init__(
+        self, reference: torch.Tensor, sign_invariant: bool = True, **ssim_kwargs: Any
+    ) -> None:
+        # ssim_batch's signature is the one place that names and defaults the options
+        options = inspect.signature(ssim_batch).bind(reference, reference, **ssim_kwargs)
+        options.apply_defaults()
+        kw = options.arguments
+        if kw["full"]:
+            raise TypeError("ReferenceSSIM returns scores only; use ssim_batch(full=True).")
+        _check_maps(reference, reference, kw["data_range"], kw["win_size"])
+        self.reference = reference
+        self.sign_invariant = sign_invariant
+        self._options = tuple(
+            kw[k] for k in ("win_size", "use_sample_covariance", "data_range", "k1", "k2")
+        )
+        self.dtype = reference.dtype if reference.is_floating_point() else torch.float64
+        self.window = ssim_window(
+            kw["win_size"], kw["gaussian"], kw["sigma"], dtype=self.dtype, device=reference.device
+        )
+        height, width = reference.shape[-2:]
+        self._a = reference.reshape(-1, 1, height, width).to(self.dtype)
+        self._ux, self._uxx = _local_means(
+            torch.cat([self._a, self._a * self._a], dim=1), self.window
+        ).unbind(dim=1)
+
+    def _score(self, b: torch.Tensor) -> torch.Tensor:
+        b2 = b.reshape(-1, *self._a.shape).to(self.dtype)
+        stack = torch.cat([b2, b2 * b2, self._a * b2], dim=-3)
+        uy, uyy, uxy = _local_means(stack, self.window).unbind(dim=-3)
+        ssim_map = _ssim_map(self._ux, uy, self._uxx, uyy, uxy, *self._options)
+        return ssim_map.mean(dim=(-2, -1)).reshape(b.shape[:-2])
+
+    def __call__(self, b: torch.Tensor) -> torch.Tensor:
+        """SSIM of ``b`` against the reference, per map.
+
+        ``b`` has the reference's shape, optionally with extra leading dimensions (e.g. one per
+        randomised layer), which are broadcast against the reference.
+        """
+        if not isinstance(b, torch.Tensor):
+            raise TypeError("ssim_batch expects two torch.Tensor maps.")
+        ref_dims = self.reference.dim()
+        if b.dim() < ref_dims or b.shape[b.dim() - ref_dims :] != self.reference.shape:
+            raise ValueError(
+                f"SSIM needs maps of equal shape, got {tuple(self.reference.shape)} and "
+                f"{tuple(b.shape)}."
+            )
+        check_finite((b,), name="SSIM maps")
+        score = self._score(b)
+        if not self.sign_invariant:
+            return score
+        return torch.maximum(score, self._score(1.0 - b))
