@@ -246,6 +246,32 @@ def test_every_registered_method_runs_in_quantus_evaluate(name):
     assert snapshot.diff(ModelSnapshot.of(model)) == []
 
 
+@pytest.mark.parametrize("name", [*CAPTUM, "CaptumLRP", *OPTIONAL])
+def test_sequential_and_batched_backward_give_the_same_scores(name):
+    """One backward over the n×-repeated batch (GPU default) and n backward passes through one
+    forward (CPU default) inject the same vectors: identical values per layer (float64)."""
+    model = _relu_stack(depth=3) if name == "CaptumLRP" else _tiny_cnn()
+    shape = (3, 64) if name == "CaptumLRP" else (3, 1, 16, 16)
+    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    if name in OPTIONAL:
+        module_name, cls_name, fit = OPTIONAL[name]
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        method = cls(model).fit(x, progress=False) if fit else cls(model)
+    else:
+        method = CAPTUM.get(name, LRP)(model)
+    results = [
+        cosine_similarity_convergence(
+            method, x, n_vectors=4, generator=torch.Generator().manual_seed(5), batched=batched
+        )
+        for batched in (True, False)
+    ]
+    assert list(results[0].values) == list(results[1].values) and len(results[0].values) >= 3
+    for layer, values in results[0].values.items():
+        torch.testing.assert_close(
+            results[1].values[layer], values, rtol=1e-10, atol=1e-12, equal_nan=True
+        )
+
+
 def test_distributions_baselines_and_plot(mlp, tmp_path):
     x = torch.rand(5, 64, dtype=mlp[1].weight.dtype, generator=torch.Generator().manual_seed(0))
     metric = CSC(method=Saliency, n_vectors=4, return_distributions=True)
