@@ -158,10 +158,16 @@ class RectGrad(ModifiedReluGradientAttribution):
         if self.threshold is not None:
             return importance.new_tensor(self.threshold)
         flat = importance.reshape(importance.shape[0], -1)
-        # 'nearest' rank as numpy/TensorFlow: round half to even of q/100·(n−1). kthvalue is
-        # batched and, unlike torch.quantile, has no input-size limit.
-        rank = round(self.percentile / 100.0 * (flat.shape[1] - 1))
-        tau = flat.kthvalue(rank + 1, dim=1).values
+        # 'nearest' rank as numpy/TensorFlow: round half to even of q/100·(n−1). That value is
+        # the smallest of the n − rank largest (or the largest of the rank + 1 smallest): topk
+        # of the smaller side (2 % for q = 98) beats kthvalue; both are batched and, unlike
+        # torch.quantile, have no input-size limit.
+        n = flat.shape[1]
+        rank = round(self.percentile / 100.0 * (n - 1))
+        if n - rank <= rank + 1:
+            tau = flat.topk(n - rank, dim=1, sorted=False).values.amin(dim=1)
+        else:
+            tau = flat.topk(rank + 1, dim=1, largest=False, sorted=False).values.amax(dim=1)
         return tau.reshape(-1, *([1] * (importance.dim() - 1)))
 
     def _rectify(self, activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

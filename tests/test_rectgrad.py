@@ -105,13 +105,15 @@ def test_percentile_pass_rate_in_our_backward(cnn):
         assert fraction <= 0.02 + 1.0 / size
 
 
-def test_nearest_percentile_matches_numpy():
+@pytest.mark.parametrize("q", [0.0, 37.5, 50.0, 98.0, 100.0])
+def test_nearest_percentile_matches_numpy(q):
     gen = torch.Generator().manual_seed(3)
-    method = RectGrad(nn.Sequential(nn.ReLU()), percentile=37.5)
+    method = RectGrad(nn.Sequential(nn.ReLU()), percentile=q)
     for size in (1, 2, 7, 10, 1001):
         values = torch.randn(5, size, dtype=torch.float64, generator=gen)
+        values[:, : size // 3] = values[:, -1:]  # ties
         tau = method._threshold(values).flatten().numpy()
-        expected = np.percentile(values.numpy(), 37.5, axis=1, method="nearest")
+        expected = np.percentile(values.numpy(), q, axis=1, method="nearest")
         np.testing.assert_array_equal(tau, expected)
 
 
