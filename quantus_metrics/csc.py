@@ -297,6 +297,14 @@ def cosine_similarity_convergence(
     return result
 
 
+def _metric_defaults(kwargs: dict[str, Any], aggregate: Callable) -> dict[str, Any]:
+    """``quantus.Metric`` options with this package's defaults: ``aggregate`` when no
+    ``aggregate_func`` is given, and Quantus' warnings off."""
+    if kwargs.get("aggregate_func") is None:
+        kwargs = {**kwargs, "aggregate_func": aggregate}
+    return {"disable_warnings": True, **kwargs}
+
+
 def _mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
     """Aggregate a list of per-sample ``{layer: score}`` dicts into per-layer means (NaN-aware)."""
     layers = list(scores[0]) if scores else []
@@ -328,10 +336,11 @@ class CSC(CallDefaults):
         Modules whose input is compared (default: all parameterised non-norm modules).
     return_distributions : bool
         Keep every ``|cos|`` in ``self.distributions`` ``{layer: (n_samples, k) array}``.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func, \
-default_plot_func, disable_warnings, display_progressbar
-        Quantus base options (CSC does not use explanations, so ``abs``/``normalise`` have no
-        effect). ``aggregate_func`` defaults to the per-layer mean.
+    **kwargs
+        ``quantus.Metric`` options (``abs``, ``normalise``, ``return_aggregate``,
+        ``aggregate_func``, ``disable_warnings``, ``display_progressbar``, …). CSC does not use
+        explanations, so ``abs``/``normalise`` have no effect; ``aggregate_func`` defaults to
+        the per-layer mean and ``disable_warnings`` to True.
 
     Attributes
     ----------
@@ -360,29 +369,9 @@ default_plot_func, disable_warnings, display_progressbar
         seed: int = 0,
         trace_layers: Sequence[str] | None = None,
         return_distributions: bool = False,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[[np.ndarray], np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable | None = None,
-        default_plot_func: Callable | None = None,
-        disable_warnings: bool = True,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func or _mean_per_layer,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
+        super().__init__(**_metric_defaults(kwargs, _mean_per_layer))
         check_positive_int("n_vectors", n_vectors, minimum=2)
         if method is not None and not callable(method):
             raise TypeError(

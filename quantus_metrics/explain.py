@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 from captum.attr import Attribution
-from quantus import Metric
 from torch import nn
+
+from quantus_metrics._base import QuantusDefaults
 
 MethodFactory = Callable[[nn.Module], Attribution]
 
@@ -82,7 +83,7 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     return explain
 
 
-class CallDefaults(Metric):
+class CallDefaults(QuantusDefaults):
     """``quantus.Metric`` whose call arguments besides the data have defaults.
 
     ``quantus.evaluate`` calls metrics without ``channel_first``, ``model_predict_kwargs`` and

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from quantus_metrics._bootstrap import bootstrap_ci
-from quantus_metrics.csc import _NORM_TYPES, _mean_per_layer
+from quantus_metrics.csc import _NORM_TYPES, _mean_per_layer, _metric_defaults
 from quantus_metrics.explain import CallDefaults, model_device_dtype
 from quantus_metrics.ssim import ReferenceSSIM, percentile_normalise, reduce_channels
 
@@ -131,19 +131,23 @@ class _SSIMScoring(CallDefaults):
     score_direction = ScoreDirection.LOWER
     evaluation_category = EvaluationCategory.RANDOMISATION
 
-    def _configure(
+    _aggregate: Callable = staticmethod(np.mean)  # default aggregate_func
+
+    def __init__(
         self,
-        channel_reduction: str,
-        sign_invariant: bool,
-        win_size: int,
-        gaussian: bool,
-        sigma: float,
-        data_range: float,
-        percentiles: tuple[float, float],
-        seed: int,
-        confidence: float,
-        n_resamples: int,
+        channel_reduction: str = "sum",
+        sign_invariant: bool = True,
+        win_size: int = 5,
+        gaussian: bool = False,
+        sigma: float = 1.5,
+        data_range: float = 2.0,
+        percentiles: tuple[float, float] = (0.5, 99.5),
+        seed: int = 0,
+        confidence: float = 0.99,
+        n_resamples: int = 10_000,
+        **kwargs: Any,
     ) -> None:
+        super().__init__(**_metric_defaults(kwargs, self._aggregate))
         if channel_reduction not in ("sum", "max_abs"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'max_abs', got {channel_reduction!r}."
@@ -251,10 +255,11 @@ _SSIM_PARAMETERS = """
         Seed of every random choice (layers, logits, bootstrap); the global RNGs are untouched.
     confidence, n_resamples : float, int
         Bootstrap confidence level (0.99) and resamples (10 000) of the per-layer mean.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func, \
-default_plot_func, disable_warnings, display_progressbar
-        Quantus base options; ``abs``/``normalise`` act on given ``a_batch`` only and are off by
-        default because the maps are normalised as above.
+    **kwargs
+        ``quantus.Metric`` options (``abs``, ``normalise``, ``return_aggregate``,
+        ``aggregate_func``, ``disable_warnings``, ``display_progressbar``, …);
+        ``abs``/``normalise`` act on given ``a_batch`` only and are off by default because the
+        maps are normalised as above.
 """
 
 
@@ -293,6 +298,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
     """
 
     name = "Model Randomisation SSIM"
+    _aggregate = staticmethod(_mean_per_layer)
 
     def __init__(
         self,
@@ -300,55 +306,13 @@ class ModelRandomisationSSIM(_SSIMScoring):
         init: str = "default",
         randomise_norm_layers: bool = False,
         layers: Sequence[str] | None = None,
-        channel_reduction: str = "sum",
-        sign_invariant: bool = True,
-        win_size: int = 5,
-        gaussian: bool = False,
-        sigma: float = 1.5,
-        data_range: float = 2.0,
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        seed: int = 0,
-        confidence: float = 0.99,
-        n_resamples: int = 10_000,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[[np.ndarray], np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable | None = None,
-        default_plot_func: Callable | None = None,
-        disable_warnings: bool = True,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func or _mean_per_layer,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
         if order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS}, got {order!r}.")
         if init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
-        self._configure(
-            channel_reduction,
-            sign_invariant,
-            win_size,
-            gaussian,
-            sigma,
-            data_range,
-            percentiles,
-            seed,
-            confidence,
-            n_resamples,
-        )
+        super().__init__(**kwargs)
         self.order = order
         self.init = init
         self.randomise_norm_layers = randomise_norm_layers
@@ -501,54 +465,12 @@ class RandomLogitSSIM(_SSIMScoring):
     def __init__(
         self,
         n_classes: int | None = None,
-        channel_reduction: str = "sum",
-        sign_invariant: bool = True,
-        win_size: int = 5,
-        gaussian: bool = False,
-        sigma: float = 1.5,
-        data_range: float = 2.0,
-        percentiles: tuple[float, float] = (0.5, 99.5),
-        seed: int = 0,
-        confidence: float = 0.99,
-        n_resamples: int = 10_000,
-        abs: bool = False,
-        normalise: bool = False,
-        normalise_func: Callable[[np.ndarray], np.ndarray] | None = None,
-        normalise_func_kwargs: dict[str, Any] | None = None,
-        return_aggregate: bool = False,
-        aggregate_func: Callable | None = None,
-        default_plot_func: Callable | None = None,
-        disable_warnings: bool = True,
-        display_progressbar: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(
-            abs=abs,
-            normalise=normalise,
-            normalise_func=normalise_func,
-            normalise_func_kwargs=normalise_func_kwargs,
-            return_aggregate=return_aggregate,
-            aggregate_func=aggregate_func or np.mean,
-            default_plot_func=default_plot_func,
-            disable_warnings=disable_warnings,
-            display_progressbar=display_progressbar,
-            **kwargs,
-        )
         if n_classes is not None:
             check_positive_int("n_classes", n_classes, minimum=2)
+        super().__init__(**kwargs)
         self.n_classes = n_classes
-        self._configure(
-            channel_reduction,
-            sign_invariant,
-            win_size,
-            gaussian,
-            sigma,
-            data_range,
-            percentiles,
-            seed,
-            confidence,
-            n_resamples,
-        )
         self.confidence_interval: tuple[float, float] = (float("nan"), float("nan"))
         self.other_classes = np.empty(0, dtype=np.int64)
 
