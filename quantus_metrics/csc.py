@@ -389,27 +389,19 @@ class CSC(CallDefaults):
         self.channels: dict[str, int] = {}
         self.distributions: dict[str, np.ndarray] = {}
 
-    def __call__(
+    def __call__(  # type: ignore[override]
         self,
         model: nn.Module,
         x_batch: np.ndarray,
         y_batch: np.ndarray | None = None,
-        a_batch: np.ndarray | None = None,
-        s_batch: np.ndarray | None = None,
-        channel_first: bool | None = None,
         explain_func: Callable | None = None,
-        explain_func_kwargs: dict | None = None,
-        model_predict_kwargs: dict | None = None,
-        softmax: bool | None = False,
-        device: str | None = None,
-        batch_size: int = 64,
-        custom_batch: Any = None,
         **kwargs: Any,
     ) -> list[dict[str, float]]:
-        """Score ``x_batch``; ``y_batch``, ``a_batch`` and ``explain_func`` are optional here.
+        """Score ``x_batch``; ``y_batch`` and ``explain_func`` are optional here.
 
         CSC injects random relevance, so targets and explanations are not used; they are
-        accepted so the metric runs inside ``quantus.evaluate``.
+        accepted so the metric runs inside ``quantus.evaluate``. Other keyword arguments
+        (``batch_size``, ``device``, …) are those of ``quantus.Metric.__call__``.
         """
         factory = self.method or getattr(explain_func, "method_factory", None)
         if factory is None:
@@ -424,16 +416,7 @@ class CSC(CallDefaults):
             model=model,
             x_batch=x_batch,
             y_batch=y_batch,
-            a_batch=a_batch,
-            s_batch=s_batch,
-            channel_first=channel_first,
             explain_func=explain_func or explain_func_from(factory),
-            explain_func_kwargs=explain_func_kwargs,
-            model_predict_kwargs=model_predict_kwargs,
-            softmax=softmax,
-            device=device,
-            batch_size=batch_size,
-            custom_batch=custom_batch,
             **kwargs,
         )
 
