@@ -214,21 +214,29 @@ OPTIONAL = {
 }
 
 
-@pytest.mark.parametrize("name", [*CAPTUM, "CaptumLRP", *OPTIONAL])
-def test_every_registered_method_runs_in_quantus_evaluate(name):
-    # Captum's own LRP fails on nn.Flatten even with IdentityRule (hook size error), so it
-    # runs on a dense stack; everything else on a tiny CNN, in float64.
+def _method_case(name: str):
+    """Model, float64 input and ``model -> Attribution`` factory for a registered method.
+
+    Captum's own LRP fails on nn.Flatten even with IdentityRule (hook size error), so it runs
+    on a dense stack; everything else on a tiny CNN.
+    """
     model = _relu_stack(depth=3) if name == "CaptumLRP" else _tiny_cnn()
     shape = (3, 64) if name == "CaptumLRP" else (3, 1, 16, 16)
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    if name in OPTIONAL:
-        module_name, cls_name, fit = OPTIONAL[name]
-        cls = getattr(importlib.import_module(module_name), cls_name)
+    if name not in OPTIONAL:
+        return model, x, CAPTUM.get(name, LRP)
+    module_name, cls_name, fit = OPTIONAL[name]
+    cls = getattr(importlib.import_module(module_name), cls_name)
 
-        def factory(m, cls=cls, fit=fit):
-            return cls(m).fit(x, progress=False) if fit else cls(m)
-    else:
-        factory = CAPTUM.get(name, LRP)
+    def factory(m, cls=cls, fit=fit):
+        return cls(m).fit(x, progress=False) if fit else cls(m)
+
+    return model, x, factory
+
+
+@pytest.mark.parametrize("name", [*CAPTUM, "CaptumLRP", *OPTIONAL])
+def test_every_registered_method_runs_in_quantus_evaluate(name):
+    model, x, factory = _method_case(name)
     snapshot = ModelSnapshot.of(model)
     results = quantus.evaluate(
         metrics={"CSC": CSC(n_vectors=3)},
@@ -250,15 +258,8 @@ def test_every_registered_method_runs_in_quantus_evaluate(name):
 def test_sequential_and_batched_backward_give_the_same_scores(name):
     """One backward over the n×-repeated batch (GPU default) and n backward passes through one
     forward (CPU default) inject the same vectors: identical values per layer (float64)."""
-    model = _relu_stack(depth=3) if name == "CaptumLRP" else _tiny_cnn()
-    shape = (3, 64) if name == "CaptumLRP" else (3, 1, 16, 16)
-    x = torch.rand(*shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    if name in OPTIONAL:
-        module_name, cls_name, fit = OPTIONAL[name]
-        cls = getattr(importlib.import_module(module_name), cls_name)
-        method = cls(model).fit(x, progress=False) if fit else cls(model)
-    else:
-        method = CAPTUM.get(name, LRP)(model)
+    model, x, factory = _method_case(name)
+    method = factory(model)
     results = [
         cosine_similarity_convergence(
             method, x, n_vectors=4, generator=torch.Generator().manual_seed(5), batched=batched
