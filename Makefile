@@ -20,8 +20,8 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 
 comma := ,
 
-demo: $(VENV)/.installed-examples
-	$(PY) -m captum_ext.report $(DEMO_ARGS)
+demo: $(VENV)/.installed-report
+	$(PY) -m captum_ext_report $(DEMO_ARGS)
 
 test: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

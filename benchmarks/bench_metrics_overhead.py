@@ -15,7 +15,7 @@ import torch
 from captum.attr import Saliency
 
 from benchmarks._timing import best_time, print_rows, row
-from captum_ext.adaptgrad import SeededNoiseTunnel
+from captum_ext.noise.adaptgrad import SeededNoiseTunnel
 from captum_ext.zoo import Seed001CNN, SmallMLP
 from quantus_metrics.convergence import convergence_constants, gaussian_perturbation
 from quantus_metrics.explain import explain_func_from

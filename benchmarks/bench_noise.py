@@ -15,8 +15,8 @@ import torch
 from captum.attr import NoiseTunnel, Saliency
 
 from benchmarks._timing import best_time, print_rows, row
-from captum_ext.adaptgrad import AdaptGrad, smoothgrad_std
-from captum_ext.noisegrad import NoiseGrad
+from captum_ext.noise.adaptgrad import AdaptGrad, smoothgrad_std
+from captum_ext.noise.noisegrad import NoiseGrad
 from captum_ext.zoo import SmallVGG, imagenet_bounds, natural_image_batch, torchvision_model
 
 BENCH = "noise"

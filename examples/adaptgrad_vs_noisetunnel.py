@@ -12,7 +12,7 @@ import torch
 from captum.attr import NoiseTunnel, Saliency
 
 from captum_ext import AdaptGrad
-from captum_ext.adaptgrad import inherent_noise, noise_std, smoothgrad_std
+from captum_ext.noise.adaptgrad import inherent_noise, noise_std, smoothgrad_std
 from captum_ext.zoo import DigitsDataset, train_digits_cnn
 
 

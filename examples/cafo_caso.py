@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 
 from captum_ext import CAFO, CASO
-from captum_ext.cafo import pair_normalize
-from captum_ext.hessian import rank_one_error
+from captum_ext.context_aware.cafo import pair_normalize
+from captum_ext.context_aware.hessian import rank_one_error
 from captum_ext.zoo import DigitsDataset, train_digits_cnn
 
 

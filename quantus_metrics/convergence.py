@@ -45,8 +45,8 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
-from captum_ext.adaptgrad import Bounds, make_generator, noise_std
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
+from captum_ext.noise.adaptgrad import Bounds, make_generator, noise_std
 from quantus_metrics._base import QuantusDefaults
 
 __all__ = [
@@ -94,7 +94,7 @@ def gaussian_perturbation(sigma: float) -> Perturbation:
 def adaptgrad_perturbation(
     bounds: Bounds, confidence: float = 0.95, kappa: str = "code"
 ) -> Perturbation:
-    """AdaptGrad's per-feature noise σ_i (:func:`captum_ext.adaptgrad.noise_std`)."""
+    """AdaptGrad's per-feature noise σ_i (:func:`captum_ext.noise.adaptgrad.noise_std`)."""
     check_open_unit("confidence", confidence)
 
     def perturb(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

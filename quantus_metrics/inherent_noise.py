@@ -5,7 +5,7 @@ SmoothGrad-type explainers average gradients at ``x + ε``; every draw that leav
 such draws the *inherent noise* ``A_i = 1 − P(x_min ≤ x_i + ε_i ≤ x_max)`` and reports, on
 ImageNet-normalised data with SmoothGrad α = 0.2 and N = 50 draws, 12.62 % of pixels and ~100 %
 of images affected. This metric reports, per sample, the analytic per-feature probability (from
-:func:`captum_ext.adaptgrad.inherent_noise`, the project's single implementation of eq. 9/10), its
+:func:`captum_ext.noise.inherent_noise`, the project's single implementation of eq. 9/10), its
 mean, the image-level probability ``1 − Π_i (1 − A_i)`` that at least one feature leaves the
 range in one draw, and the empirical fractions over the draws the explainer actually uses.
 """
@@ -20,7 +20,8 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from tqdm.auto import tqdm
 
-from captum_ext.adaptgrad import (
+from captum_ext.core.validation import check_positive_int
+from captum_ext.noise.adaptgrad import (
     Bounds,
     broadcast_bounds,
     inherent_noise,
@@ -28,7 +29,6 @@ from captum_ext.adaptgrad import (
     noise_std,
     smoothgrad_std,
 )
-from captum_ext.core.validation import check_positive_int
 from quantus_metrics._base import QuantusDefaults
 
 __all__ = ["InherentNoise", "InherentNoiseResult", "noise_sigma"]
@@ -184,7 +184,7 @@ class InherentNoise(QuantusDefaults):
     ----------
     bounds : (x_min, x_max)
         Data range (scalars, per-channel or per-feature tensors, as in
-        :func:`captum_ext.adaptgrad.noise_std`). Inputs outside it raise ``ValueError``.
+        :func:`captum_ext.noise.adaptgrad.noise_std`). Inputs outside it raise ``ValueError``.
     noise : {"smoothgrad", "adaptgrad"} or float or torch.Tensor
         The explainer's noise.
     alpha : float
@@ -192,7 +192,7 @@ class InherentNoise(QuantusDefaults):
     confidence : float
         AdaptGrad's c, default 0.95.
     kappa : {"code", "paper"}
-        AdaptGrad's κ rule (see :mod:`captum_ext.adaptgrad`).
+        AdaptGrad's κ rule (see :mod:`captum_ext.noise.adaptgrad`).
     n_draws : int
         Draws for the empirical fractions (the explainer's N; the paper uses 50).
     score : str

@@ -15,7 +15,8 @@ from scipy import special, stats
 from torch import nn
 
 from captum_ext import AdaptGrad
-from captum_ext.adaptgrad import (
+from captum_ext.core.guard import ModelSnapshot
+from captum_ext.noise.adaptgrad import (
     InherentNoise,
     SeededNoiseTunnel,
     inherent_noise,
@@ -23,7 +24,6 @@ from captum_ext.adaptgrad import (
     noise_std,
     smoothgrad_std,
 )
-from captum_ext.core.guard import ModelSnapshot
 
 # Captum warns whenever it switches on requires_grad for an input; that is expected here
 pytestmark = pytest.mark.filterwarnings("ignore:Input Tensor.*did not already require gradients")
@@ -475,8 +475,8 @@ def test_example_runs(capsys):
 
 @pytest.mark.slow
 def test_report_section_quick(tmp_path, trained_cnn, digits_test):
-    from captum_ext.report.context import ReportContext
-    from captum_ext.report.sections import adaptgrad as section
+    from captum_ext_report.context import ReportContext
+    from captum_ext_report.sections import adaptgrad as section
 
     ctx = ReportContext(
         out_dir=tmp_path,

@@ -13,9 +13,9 @@ from captum.attr import NoiseTunnel
 from torch import nn
 
 from captum_ext import CAFO, CASO
-from captum_ext.cafo import pair_normalize
+from captum_ext.context_aware.cafo import pair_normalize
+from captum_ext.context_aware.hessian import closed_form_hessian
 from captum_ext.core.guard import ModelSnapshot
-from captum_ext.hessian import closed_form_hessian
 from captum_ext.zoo import SmallMLP
 from tests.test_hessian import _seeded, dense_reference, tiny_cnn
 

@@ -1,4 +1,4 @@
-"""captum_ext.hessian: closed-form ReLU Hessian vs autograd, HVPs, eigenpairs, rank-one error."""
+"""captum_ext.context_aware.hessian: closed-form ReLU Hessian vs autograd, HVPs, eigenpairs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from captum_ext.core.guard import ModelSnapshot
-from captum_ext.hessian import (
+from captum_ext.context_aware.hessian import (
     AutogradHessian,
     KrylovCache,
     RowFunction,
@@ -18,6 +17,7 @@ from captum_ext.hessian import (
     non_piecewise_linear_modules,
     rank_one_error,
 )
+from captum_ext.core.guard import ModelSnapshot
 from captum_ext.zoo import Seed001CNN, SmallMLP
 
 F64 = torch.float64

@@ -196,7 +196,7 @@ def test_inside_noise_tunnel(dtype):
 
 def test_inside_adaptgrad(dtype):
     cnn = _small_cnn(dtype)
-    module = importlib.import_module("captum_ext.adaptgrad")
+    module = importlib.import_module("captum_ext.noise.adaptgrad")
     x = _images(2, dtype)
     out = module.AdaptGrad(RectGrad(cnn), bounds=(0.0, 1.0))
     out = out.attribute(x, target=3, nt_samples=2, seed=0)

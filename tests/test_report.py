@@ -1,4 +1,4 @@
-"""The main job: ``python -m captum_ext.report --quick`` writes a complete report."""
+"""The main job: ``python -m captum_ext_report --quick`` writes a complete report."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from captum_ext.report.__main__ import main, parse_args
-from captum_ext.report.sections import discover
+from captum_ext_report.__main__ import main, parse_args
+from captum_ext_report.sections import discover
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import torch
 from captum.attr import Saliency
 from scipy import ndimage, stats
 
-from captum_ext.adaptgrad import AdaptGrad, SeededNoiseTunnel
+from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from quantus_metrics import SpectralComplexity
 from quantus_metrics.spectral import radial_spectrum, rank_normalise, spectral_complexity
 

@@ -10,16 +10,16 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 from torch import nn
 
-from captum_ext.adaptgrad import (
+from captum_ext.noise.adaptgrad import (
     AdaptGrad,
     SeededNoiseTunnel,
     inherent_noise,
     noise_std,
     smoothgrad_std,
 )
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import _pyplot, heatmap_grid, line_plot, markdown_table
 from captum_ext.zoo import imagenet_bounds, torchvision_model
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import _pyplot, heatmap_grid, line_plot, markdown_table
 
 ORDER = 30
 KEY = "adaptgrad"

@@ -8,8 +8,8 @@ import torch
 from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from captum_ext.lrp import LRP, EpsilonPlus
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import heatmap_grid, markdown_table
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import heatmap_grid, markdown_table
 
 ORDER = 0
 KEY = "overview"

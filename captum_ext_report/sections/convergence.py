@@ -12,8 +12,8 @@ from captum.attr import Saliency
 from torch import nn
 
 from captum_ext.lrp import LRP, AlphaBeta, Epsilon
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import line_plot, markdown_table
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import line_plot, markdown_table
 from quantus_metrics.convergence import (
     adaptgrad_perturbation,
     convergence_constants,

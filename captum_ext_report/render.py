@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from captum_ext.report.context import Section
+from captum_ext_report.context import Section
 
 _VERDICT = {True: "confirmed", False: "not confirmed", None: "shown (no claim tested)"}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
-from captum_ext.adaptgrad import AdaptGrad
 from captum_ext.lrp import LRP
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import heatmap_grid, line_plot, markdown_table
+from captum_ext.noise.adaptgrad import AdaptGrad
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import heatmap_grid, line_plot, markdown_table
 from quantus_metrics.spectral import spectral_complexity
 
 ORDER = 80

@@ -16,8 +16,8 @@ from captum.attr import DeepLift, GuidedBackprop, Saliency
 
 from captum_ext.pattern import PatternAttribution, PatternNet
 from captum_ext.rectgrad import RectGrad
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import heatmap_grid, line_plot, markdown_table
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import heatmap_grid, line_plot, markdown_table
 
 ORDER = 20
 KEY = "modified_bp"

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from captum.attr import Deconvolution, GuidedBackprop, Saliency
 from torch import nn
 
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import markdown_table
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import markdown_table
 from quantus_metrics.csc import CSC
 
 ORDER = 50
@@ -113,7 +113,7 @@ def _figure(ctx: ReportContext, panels: dict[str, dict[str, CSC]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from captum_ext.report.plotting import METHOD_COLOURS
+    from captum_ext_report.plotting import METHOD_COLOURS
 
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
     for ax, (label, metrics) in zip(axes[0], panels.items(), strict=True):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from captum_ext.cafo import CAFO, pair_normalize
-from captum_ext.caso import CASO
-from captum_ext.hessian import closed_form_hessian
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import _pyplot, image_for_display, markdown_table
+from captum_ext.context_aware.cafo import CAFO, pair_normalize
+from captum_ext.context_aware.caso import CASO
+from captum_ext.context_aware.hessian import closed_form_hessian
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import _pyplot, image_for_display, markdown_table
 
 ORDER = 40
 KEY = "caso"

@@ -22,8 +22,8 @@ from captum_ext.lrp import (
     EpsilonGammaBox,
     EpsilonPlus,
 )
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import heatmap_grid, markdown_table
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import heatmap_grid, markdown_table
 
 ORDER = 10
 KEY = "lrp"

@@ -1,4 +1,4 @@
-"""``python -m captum_ext.report`` (``captum-ext-report``, ``make demo``): the sanity report."""
+"""``python -m captum_ext_report`` (``make demo``): the sanity report."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.render import write_html, write_json, write_markdown
-from captum_ext.report.sections import discover
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.render import write_html, write_json, write_markdown
+from captum_ext_report.sections import discover
 
 
 def _load_callable(spec: str, what: str):
@@ -111,7 +111,7 @@ def build_context(args: argparse.Namespace) -> ReportContext:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="captum-ext-report", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m captum_ext_report", description=__doc__)
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
     parser.add_argument("--quick", action="store_true", help="smoke-run size (about two minutes)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from captum_ext.report.context import ReportContext, Section
-from captum_ext.report.plotting import markdown_table
-from captum_ext.report.sections.csc import method_factories
+from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.plotting import markdown_table
+from captum_ext_report.sections.csc import method_factories
 from quantus_metrics.explain import explain_func_from
 from quantus_metrics.randomisation import ModelRandomisationSSIM, RandomLogitSSIM
 
@@ -31,7 +31,7 @@ def _figure(ctx: ReportContext, logit: dict, cascades: dict) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from captum_ext.report.plotting import METHOD_COLOURS
+    from captum_ext_report.plotting import METHOD_COLOURS
 
     fig, (left, right) = plt.subplots(
         1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [1, 1.6]}
