@@ -38,10 +38,11 @@ from captum.log import log_usage
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.canonization import MergeBatchNorm, canonized
+from captum_ext.core.gradients import modified_gradients
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 from captum_ext.core.validation import check_finite, check_positive_int
-from captum_ext.rectgrad import modified_gradients
 
 __all__ = ["PatternNet", "PatternAttribution"]
 
@@ -75,12 +76,9 @@ def _pattern_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 @contextmanager
 def _folded_batchnorm(model: nn.Module) -> Iterator[None]:
-    # The canonizer belongs to the LRP package; import it only for models that need it.
     if not any(isinstance(m, _FOLDED_TYPES) for m in model.modules()):
         yield
         return
-    from captum_ext.lrp.canonizers import MergeBatchNorm, canonized
-
     with canonized(model, [MergeBatchNorm()]):
         yield
 

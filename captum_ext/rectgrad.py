@@ -10,81 +10,29 @@ above a threshold τ: by default τ is the per-sample ``percentile``-th percenti
 importance over all non-batch axes ('nearest' interpolation, as the authors' TensorFlow code),
 or a constant ``threshold``. The ReLU's own derivative (``a > 0``) is applied as usual, so a
 threshold of ``-inf`` reproduces the plain gradient exactly.
-
-The module also holds the small gradient helper shared with :mod:`captum_ext.pattern`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from captum._utils.common import (
-    _format_additional_forward_args,
     _format_output,
     _format_tensor_into_tuples,
-    _is_tuple,
-    _run_forward,
-    _select_targets,
 )
-from captum._utils.gradient import apply_gradient_requirements, undo_gradient_requirements
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 from captum.log import log_usage
 from torch import nn
 
-from captum_ext.core.modified_backward import (
-    ForwardFn,
-    _relu_hooks,
-    register_modified_backward,
-)
-from captum_ext.core.validation import check_finite, check_result_finite, check_targets
+from captum_ext.core.gradients import modified_gradients, relu_hooks, require_relu_modules
+from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 
 __all__ = ["RectGrad"]
-
-
-def modified_gradients(
-    model: nn.Module,
-    install: Callable[[], AbstractContextManager[Any]],
-    inputs: TensorOrTupleOfTensorsGeneric,
-    target: TargetType,
-    additional_forward_args: Any,
-    method: str,
-) -> tuple[bool, tuple[torch.Tensor, ...]]:
-    """Validated gradient of the target output w.r.t. ``inputs`` under ``install()``'s hooks.
-
-    ``install`` returns a context manager that installs the method's hooks and removes them on
-    exit (also on errors). Returns ``(inputs_were_a_tuple, gradients)``.
-    """
-    is_tuple = _is_tuple(inputs)
-    inputs_tuple = _format_tensor_into_tuples(inputs)
-    check_finite(inputs_tuple)
-    extra = _format_additional_forward_args(additional_forward_args)
-    mask = apply_gradient_requirements(inputs_tuple)
-    try:
-        with torch.enable_grad(), install():
-            output = _run_forward(model, inputs_tuple, None, extra)
-            check_targets(target, output)
-            selected = _select_targets(output, target)
-            grads = torch.autograd.grad(torch.unbind(selected), inputs_tuple, allow_unused=True)
-    finally:
-        undo_gradient_requirements(inputs_tuple, mask)
-    grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs_tuple, grads))
-    check_result_finite(grads, method)
-    return is_tuple, grads
-
-
-def require_relu_modules(model: nn.Module, method: str) -> None:
-    """Raise ``TypeError`` if ``model`` has no ``nn.ReLU`` modules (functional ReLUs only)."""
-    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
-        raise TypeError(
-            f"{method} found no torch.nn.ReLU module in {type(model).__name__}; its ReLUs are "
-            "probably functional (F.relu / torch.relu), which cannot be hooked. Replace them by "
-            "nn.ReLU modules (one per use or a shared one) and call again."
-        )
 
 
 class _Rectify(torch.autograd.Function):
@@ -227,5 +175,5 @@ class RectGrad(ModifiedReluGradientAttribution):
 def _rectgrad_backward(method: RectGrad) -> Iterator[ForwardFn]:
     # The generic ReLU-hook mechanism of the core, after checking there are ReLUs to hook.
     require_relu_modules(method.model, "RectGrad")
-    with _relu_hooks(method) as forward:
+    with relu_hooks(method) as forward:
         yield forward

@@ -45,8 +45,9 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
-from captum_ext.noise.adaptgrad import Bounds, make_generator, noise_std
+from captum_ext.noise.statistics import Bounds, noise_std
 from quantus_metrics._base import QuantusDefaults
 
 __all__ = [
@@ -92,7 +93,7 @@ def gaussian_perturbation(sigma: float) -> Perturbation:
 
 
 def adaptgrad_perturbation(
-    bounds: Bounds, confidence: float = 0.95, kappa: str = "code"
+    bounds: Bounds, confidence: float = 0.95, kappa: str = "two_sided"
 ) -> Perturbation:
     """AdaptGrad's per-feature noise σ_i (:func:`captum_ext.noise.adaptgrad.noise_std`)."""
     check_open_unit("confidence", confidence)
@@ -203,7 +204,7 @@ def operator_norm(
     cached = _NORM_CACHE.get(module)
     if cached is not None and cached[0] == (key, iterations, tol):
         return cached[1]
-    rng = generator if generator is not None else torch.Generator().manual_seed(0)
+    rng = make_generator(generator)
     weight = module.weight.detach().double()
     probe = _operator(module, weight)
 
@@ -307,7 +308,7 @@ def theoretical_bound(
     depends on the draws and is only available through :class:`ConvergenceConstants`.
     """
     layers = chain_layers(model, x)
-    rng = generator if generator is not None else torch.Generator().manual_seed(0)
+    rng = make_generator(generator)
     if kind == "gradient":
         factors = _gradient_factors(layers, rng)
         return math.prod(factors), len(factors)
@@ -561,7 +562,7 @@ def convergence_constants(
         raise ValueError(f"theoretical must be None or one of {_THEORIES}, got {theoretical!r}.")
     if not torch.isfinite(x).all():
         raise ValueError("inputs contain NaN or Inf; clean them before measuring convergence.")
-    rng = generator if generator is not None else torch.Generator().manual_seed(0)
+    rng = make_generator(generator)
     kwargs = dict(explain_func_kwargs or {})
     output = _explained_output(model, x, y)
 
@@ -741,7 +742,7 @@ class ConvergenceConstants(QuantusDefaults):
         draws_per_call: int = 8,
         norm_iterations: int = 64,
         score: str = "relative_bound",
-        seed: int | None = 0,
+        seed: int | None = None,
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
@@ -780,7 +781,7 @@ class ConvergenceConstants(QuantusDefaults):
             "norm_iterations": norm_iterations,
         }
         self.score = score
-        self.generator = make_generator(generator, None if generator is not None else seed)
+        self.generator = make_generator(generator, seed)
         self.results: list[ConvergenceResult] = []
 
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:

@@ -31,7 +31,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core import modified_backward
-from captum_ext.core.modified_backward import model_of
+from captum_ext.core.modules import model_of
+from captum_ext.core.randomness import DEFAULT_SEED, make_generator
 from captum_ext.core.validation import check_finite, check_positive_int
 from quantus_metrics.explain import (
     CallDefaults,
@@ -220,7 +221,7 @@ def cosine_similarity_convergence(
     traced = _default_traced(model) if trace_layers is None else list(trace_layers)
     _check_names(model, traced, "trace layers")
     if generator is None:
-        generator = torch.Generator().manual_seed(0)
+        generator = make_generator()
     modules = dict(model.named_modules())
     batched = inputs.device.type != "cpu" if batched is None else batched
     copies = n_vectors if batched else 1
@@ -329,9 +330,9 @@ class CSC(CallDefaults):
         Injection layer (module name); the logits by default.
     n_vectors : int
         Random vectors per sample (≥ 2), 5 as in the paper.
-    seed : int
-        Seed of the private generator; the vectors are reproducible and the global RNG is
-        untouched.
+    seed : int, optional
+        Seed of the private generator (0 when not given); the vectors are reproducible and
+        the global RNG is untouched.
     trace_layers : sequence of str, optional
         Modules whose input is compared (default: all parameterised non-norm modules).
     return_distributions : bool
@@ -366,7 +367,7 @@ class CSC(CallDefaults):
         method: MethodFactory | None = None,
         layer: str | None = None,
         n_vectors: int = 5,
-        seed: int = 0,
+        seed: int | None = None,
         trace_layers: Sequence[str] | None = None,
         return_distributions: bool = False,
         **kwargs: Any,
@@ -377,6 +378,7 @@ class CSC(CallDefaults):
             raise TypeError(
                 "method must be an attribution class or a callable model -> Attribution."
             )
+        seed = DEFAULT_SEED if seed is None else seed
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
         self.method = method

@@ -20,12 +20,12 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from tqdm.auto import tqdm
 
+from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_positive_int
-from captum_ext.noise.adaptgrad import (
+from captum_ext.noise.statistics import (
     Bounds,
     broadcast_bounds,
     inherent_noise,
-    make_generator,
     noise_std,
     smoothgrad_std,
 )
@@ -71,7 +71,7 @@ def noise_sigma(
     noise: str | float | torch.Tensor = "smoothgrad",
     alpha: float = 0.2,
     confidence: float = 0.95,
-    kappa: str = "code",
+    kappa: str = "two_sided",
 ) -> torch.Tensor:
     """σ of the explainer's Gaussian noise for ``x``, broadcast to ``x``'s shape.
 
@@ -142,7 +142,7 @@ def compute_inherent_noise(
     bounds: Bounds,
     n_draws: int = 50,
     generator: torch.Generator | None = None,
-    seed: int | None = 0,
+    seed: int | None = None,
     chunk: int = 64,
     progress: bool = False,
 ) -> InherentNoiseResult:
@@ -158,7 +158,7 @@ def compute_inherent_noise(
     # log-sum keeps 1 − Π(1 − A_i) accurate when many tiny A_i add up
     log_inside = torch.log1p(-per_feature.clamp(max=1.0)).flatten(1).sum(1)
     image_level = -torch.expm1(log_inside)
-    rng = make_generator(generator, None if generator is not None else seed)
+    rng = make_generator(generator, seed)
     pixel_emp, image_emp = _empirical(x, sigma, bounds, n_draws, rng, chunk, progress)
     return InherentNoiseResult(
         per_feature=per_feature,
@@ -191,7 +191,7 @@ class InherentNoise(QuantusDefaults):
         SmoothGrad's relative noise level (eq. 6), default 0.2.
     confidence : float
         AdaptGrad's c, default 0.95.
-    kappa : {"code", "paper"}
+    kappa : {"two_sided", "as_printed"}
         AdaptGrad's κ rule (see :mod:`captum_ext.noise.adaptgrad`).
     n_draws : int
         Draws for the empirical fractions (the explainer's N; the paper uses 50).
@@ -231,10 +231,10 @@ class InherentNoise(QuantusDefaults):
         noise: str | float | torch.Tensor = "smoothgrad",
         alpha: float = 0.2,
         confidence: float = 0.95,
-        kappa: str = "code",
+        kappa: str = "two_sided",
         n_draws: int = 50,
         score: str = "pixel_level",
-        seed: int | None = 0,
+        seed: int | None = None,
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
@@ -251,7 +251,7 @@ class InherentNoise(QuantusDefaults):
         self.kappa = kappa
         self.n_draws = n_draws
         self.score = score
-        self.generator = make_generator(generator, None if generator is not None else seed)
+        self.generator = make_generator(generator, seed)
         self.results: list[InherentNoiseResult] = []
 
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:

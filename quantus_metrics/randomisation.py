@@ -17,7 +17,6 @@ weights for same-shaped layers, no model mutation and no abort on constant maps.
 from __future__ import annotations
 
 import copy
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from quantus_metrics._bootstrap import bootstrap_ci
 from quantus_metrics.csc import _NORM_TYPES, _mean_per_layer, _metric_defaults
@@ -76,12 +76,6 @@ def parameterised_layers(
         for handle in handles:
             handle.remove()
     return order
-
-
-def _layer_seed(seed: int, name: str) -> int:
-    # A stable per-layer seed: same-shaped layers get different weights, and the draw for one
-    # layer does not depend on how many layers were randomised before it.
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**63 - 1)
 
 
 @torch.no_grad()
@@ -142,7 +136,7 @@ class _SSIMScoring(CallDefaults):
         sigma: float = 1.5,
         data_range: float = 2.0,
         percentiles: tuple[float, float] = (0.5, 99.5),
-        seed: int = 0,
+        seed: int | None = None,
         confidence: float = 0.99,
         n_resamples: int = 10_000,
         **kwargs: Any,
@@ -160,6 +154,7 @@ class _SSIMScoring(CallDefaults):
         low, high = percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 ≤ low < high ≤ 100, got {percentiles}.")
+        seed = DEFAULT_SEED if seed is None else seed
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
         check_open_unit("confidence", confidence)
@@ -251,8 +246,9 @@ _SSIM_PARAMETERS = """
         constant map (e.g. all zeros from a dead randomised network) normalises to a constant
         0.5 map; SSIM then reduces to its luminance term (1 for two constant maps, small
         against a structured map). Such maps are counted in ``n_constant_maps``, never fatal.
-    seed : int
-        Seed of every random choice (layers, logits, bootstrap); the global RNGs are untouched.
+    seed : int, optional
+        Seed of every random choice (layers, logits, bootstrap; 0 when not given); the global
+        RNGs are untouched.
     confidence, n_resamples : float, int
         Bootstrap confidence level (0.99) and resamples (10 000) of the per-layer mean.
     **kwargs
@@ -376,7 +372,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
             layer = modules[name]
             if independent:
                 saved = [p.detach().clone() for p in layer.parameters(recurse=False)]
-            randomise_layer(layer, _layer_seed(self.seed, name), self.init)
+            randomise_layer(layer, derive_seed(self.seed, name), self.init)
             maps.append(self._raw_maps(randomised, x_batch, y_batch))
             if independent:
                 with torch.no_grad():

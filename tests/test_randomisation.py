@@ -13,12 +13,12 @@ from skimage.metrics import structural_similarity
 from torch import nn
 
 from captum_ext.core import ModelSnapshot
+from captum_ext.core.randomness import derive_seed
 from captum_ext.zoo import Seed001CNN
 from quantus_metrics.explain import explain_func_from
 from quantus_metrics.randomisation import (
     ModelRandomisationSSIM,
     RandomLogitSSIM,
-    _layer_seed,
     parameterised_layers,
     randomise_layer,
 )
@@ -115,7 +115,7 @@ def test_scores_equal_a_slow_skimage_reference(cnn32, digits_batch):
     scores = metric(model=cnn32, x_batch=x, y_batch=y, explain_func=SALIENCY)
     randomised = copy.deepcopy(cnn32)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_layer_seed(3, "9"))
+        torch.manual_seed(derive_seed(3, "9"))
         randomised[9].reset_parameters()
 
     def normalised(model):

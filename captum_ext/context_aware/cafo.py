@@ -28,12 +28,8 @@ from captum_ext.context_aware.hessian import (
     frozen,
     loss_gradient,
 )
-from captum_ext.core.validation import (
-    check_open_unit,
-    check_positive,
-    check_positive_int,
-    check_result_finite,
-)
+from captum_ext.context_aware.options import CAFOOptions, resolve_options
+from captum_ext.core.validation import check_positive, check_result_finite
 
 __all__ = ["CAFO", "pair_normalize"]
 
@@ -87,28 +83,18 @@ class CAFO(GradientAttribution):
         self.last_sparsity: torch.Tensor | None = None
         self.last_converged: torch.Tensor | None = None
 
+    options_class: type[CAFOOptions] = CAFOOptions
+
     @log_usage()
     def attribute(
         self,
         inputs: TensorOrTuple,
         target: int | Sequence[int] | torch.Tensor | None = None,
         additional_forward_args: Any = None,
-        lambda1: float | Sequence[float] | torch.Tensor = 0.0,
-        lambda2: float | Sequence[float] | torch.Tensor | None = None,
-        n_iter: int = 10,
-        step: float = 0.1,
-        backtrack: float = 0.5,
-        tol: float = 1e-4,
-        lambda1_search: bool = False,
-        sparsity_range: tuple[float, float] = (0.75, 1.0),
-        n_lambda1: int = 8,
-        n_samples: int = 1,
-        stdev: float = 0.15,
-        generator: torch.Generator | int | None = None,
-        loss: str = "cross_entropy",
-        progress: bool = False,
+        options: CAFOOptions | None = None,
+        **overrides: Any,
     ) -> TensorOrTuple:
-        """Solve the CAFO objective for every sample of the batch.
+        """Solve the objective for every sample of the batch.
 
         Parameters
         ----------
@@ -118,54 +104,19 @@ class CAFO(GradientAttribution):
             Class of the loss per sample; ``None`` = the predicted class.
         additional_forward_args : any, optional
             Extra model arguments (tensors with a batch dimension are expanded alongside).
-        lambda1 : float or sequence/tensor of ``B`` floats
-            L1 weight (≥ 0); ignored with ``lambda1_search``.
-        lambda2 : float or sequence/tensor of ``B`` floats, optional
-            L2 weight (> 0); default 10 (seed 004 §3.1).
-        n_iter, step, backtrack : int, float, float
-            FISTA iterations, initial step and the step's shrink factor on a failed
-            sufficient-decrease test (seed 004: 10, 0.1, 0.5).
-        tol : float
-            A sample stops when its relative objective change is ≤ ``tol``; samples still moving
-            after ``n_iter`` iterations raise a ``RuntimeWarning``.
-        lambda1_search : bool
-            Choose λ₁ per example (seed 004 §4.1): ``n_lambda1`` values from 1e-5 by ×10,
-            solved together; the sparsity η must fall in ``sparsity_range`` (η = 1 never
-            qualifies); the highest Taylor-model loss gain wins; otherwise refine (halving).
-        n_samples, stdev : int, float
-            Smooth variant (eq. 8): the objective averaged over ``n_samples`` copies
-            ``x + N(0, stdev²)`` (absolute ``stdev``; paper n = 50, σ = 0.15), solved once.
-        generator : torch.Generator or int, optional
-            Source (or seed) of the noise; default seed 0. The global RNG is never used.
-        loss : {"cross_entropy", "logit"}
-            Cross-entropy against the target (paper) or the target logit itself.
-        progress : bool
-            tqdm bar over the FISTA iterations.
+        options : CAFOOptions (CASOOptions for CASO), optional
+            All hyper-parameters in one object (:mod:`captum_ext.context_aware.options`).
+        **overrides
+            Fields of ``options`` given by name (``lambda1=1e-3``, ``n_iter=50``, ``seed=1``),
+            replacing those of ``options`` or of the defaults.
 
         Returns
         -------
         tensor or tuple of tensors
             Δ, shaped like ``inputs``.
         """
-        return self._attribute(
-            inputs,
-            target,
-            additional_forward_args,
-            lambda1=lambda1,
-            lambda2=lambda2,
-            n_iter=n_iter,
-            step=step,
-            backtrack=backtrack,
-            tol=tol,
-            lambda1_search=lambda1_search,
-            sparsity_range=sparsity_range,
-            n_lambda1=n_lambda1,
-            n_samples=n_samples,
-            stdev=stdev,
-            generator=generator,
-            loss=loss,
-            progress=progress,
-        )
+        resolved = resolve_options(self.options_class, options, overrides)
+        return self._attribute(inputs, target, additional_forward_args, resolved)
 
     # -- shared machinery (CASO overrides _problem) -------------------------------------------
 
@@ -175,12 +126,11 @@ class CAFO(GradientAttribution):
         points: torch.Tensor,
         target: torch.Tensor,
         copies: int,
-        lambda2: Any,
-        loss: str,
-        **options: Any,
+        options: CAFOOptions,
+        candidates: int,
     ) -> _Problem:
-        lam2 = self.default_lambda2 if lambda2 is None else lambda2
-        gradient = loss_gradient(function, points, target, copies, loss)
+        lam2 = self.default_lambda2 if options.lambda2 is None else options.lambda2
+        gradient = loss_gradient(function, points, target, copies, options.loss)
         batch = gradient.shape[0]
         return _Problem(gradient, None, per_sample("lambda2", lam2, batch, gradient, False))
 
@@ -189,50 +139,36 @@ class CAFO(GradientAttribution):
         inputs: TensorOrTuple,
         target: Any,
         additional_forward_args: Any,
-        *,
-        lambda1: Any,
-        lambda2: Any,
-        n_iter: int,
-        step: float,
-        backtrack: float,
-        tol: float,
-        lambda1_search: bool,
-        sparsity_range: tuple[float, float],
-        n_lambda1: int,
-        n_samples: int,
-        stdev: float,
-        generator: torch.Generator | int | None,
-        loss: str,
-        progress: bool,
-        **options: Any,
+        options: CAFOOptions,
     ) -> TensorOrTuple:
-        _check_options(n_iter, step, backtrack, tol, sparsity_range, n_lambda1, n_samples, stdev)
-        if loss not in ("cross_entropy", "logit"):
-            raise ValueError(f"loss must be 'cross_entropy' or 'logit', got {loss!r}.")
         is_tuple = _is_tuple(inputs)
         tensors = _format_tensor_into_tuples(inputs)
         function, rows, tgt = _prepare(self.forward_func, tensors, target, additional_forward_args)
         batch = rows.shape[0]
+        search = options.lambda1_search
         lam1 = (
-            None if lambda1_search else per_sample("lambda1", lambda1, batch, rows, allow_zero=True)
+            None if search else per_sample("lambda1", options.lambda1, batch, rows, allow_zero=True)
         )
-        points = _noisy(rows, n_samples, stdev, generator)
-        replicas = n_lambda1 if lambda1_search else 1
+        points = _noisy(rows, options.n_samples, options.stdev, options)
+        replicas = options.n_lambda1 if search else 1
         name = type(self).__name__
-        solver = {"n_iter": n_iter, "step": step, "backtrack": backtrack, "tol": tol}
+        solver = {
+            "n_iter": options.n_iter,
+            "step": options.step,
+            "backtrack": options.backtrack,
+            "tol": options.tol,
+            "progress": options.progress,
+        }
         with frozen(self.forward_func):
             problem = self._problem(
                 function,
                 points,
-                tgt.repeat_interleave(n_samples),
-                n_samples,
-                lambda2,
-                loss,
-                n_iter=n_iter,
-                candidates=replicas,
-                **options,
+                tgt.repeat_interleave(options.n_samples),
+                options.n_samples,
+                options,
+                replicas,
             )
-            if lambda1_search:
+            if search:
 
                 def solve(lams: torch.Tensor) -> FistaResult:
                     return fista(
@@ -240,7 +176,6 @@ class CAFO(GradientAttribution):
                         lams.flatten(),
                         problem.lambda2.repeat_interleave(replicas),
                         problem.curvature,
-                        progress=progress,
                         name=f"{name} λ₁ search",
                         **solver,
                     )
@@ -248,8 +183,8 @@ class CAFO(GradientAttribution):
                 found = search_lambda1(
                     solve,
                     batch,
-                    n_values=n_lambda1,
-                    sparsity_range=sparsity_range,
+                    n_values=options.n_lambda1,
+                    sparsity_range=options.sparsity_range,
                     device=rows.device,
                     dtype=rows.dtype,
                 )
@@ -261,7 +196,6 @@ class CAFO(GradientAttribution):
                     lam1,
                     problem.lambda2,
                     problem.curvature,
-                    progress=progress,
                     name=name,
                     **solver,
                 )
@@ -271,30 +205,6 @@ class CAFO(GradientAttribution):
         self.last_lambda1, self.last_lambda2 = lam1, problem.lambda2
         self.last_sparsity, self.last_converged = sparsity, converged
         return _format_output(is_tuple, out)
-
-
-def _check_options(
-    n_iter: int,
-    step: float,
-    backtrack: float,
-    tol: float,
-    sparsity_range: tuple[float, float],
-    n_lambda1: int,
-    n_samples: int,
-    stdev: float,
-) -> None:
-    check_positive_int("n_iter", n_iter)
-    check_positive("step", step)
-    check_open_unit("backtrack", backtrack)
-    check_positive("tol", tol, allow_zero=True)
-    check_positive_int("n_lambda1", n_lambda1, minimum=2)
-    check_positive_int("n_samples", n_samples)
-    check_positive("stdev", stdev, allow_zero=True)
-    low, high = sparsity_range
-    if not 0.0 <= low < high <= 1.0:
-        raise ValueError(
-            f"sparsity_range must satisfy 0 ≤ low < high ≤ 1, got {tuple(sparsity_range)}."
-        )
 
 
 def per_sample(
@@ -317,14 +227,11 @@ def per_sample(
     return values
 
 
-def _noisy(
-    rows: torch.Tensor, n_samples: int, stdev: float, generator: torch.Generator | int | None
-) -> torch.Tensor:
+def _noisy(rows: torch.Tensor, n_samples: int, stdev: float, options: CAFOOptions) -> torch.Tensor:
     """``(B·n, d)`` noisy copies (sample-major) from a private generator; ``rows`` if n = 1."""
     if n_samples == 1:
         return rows
-    if generator is None or isinstance(generator, int):
-        generator = torch.Generator().manual_seed(0 if generator is None else generator)
+    generator = options.noise_generator()
     noise = torch.randn(
         rows.shape[0],
         n_samples,

@@ -11,22 +11,19 @@ form ``Jᵀ(diag p − ppᵀ)J`` for piecewise-linear networks (Proposition 1) o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from captum.log import log_usage
 
 from captum_ext.context_aware.cafo import CAFO, _Problem, per_sample
 from captum_ext.context_aware.hessian import (
     AutogradHessian,
     KrylovCache,
     RowFunction,
-    TensorOrTuple,
     build_factored,
     non_piecewise_linear_modules,
 )
-from captum_ext.core.validation import check_positive, check_positive_int
+from captum_ext.context_aware.options import CASOOptions
 
 __all__ = ["CASO"]
 
@@ -50,97 +47,7 @@ class CASO(CAFO):
     torch.Size([4, 8])
     """
 
-    @log_usage()
-    def attribute(  # type: ignore[override]
-        self,
-        inputs: TensorOrTuple,
-        target: int | Sequence[int] | torch.Tensor | None = None,
-        additional_forward_args: Any = None,
-        lambda1: float | Sequence[float] | torch.Tensor = 0.0,
-        lambda2: float | Sequence[float] | torch.Tensor | None = None,
-        n_iter: int = 10,
-        step: float = 0.1,
-        backtrack: float = 0.5,
-        tol: float = 1e-4,
-        lambda1_search: bool = False,
-        sparsity_range: tuple[float, float] = (0.75, 1.0),
-        n_lambda1: int = 8,
-        n_samples: int = 1,
-        stdev: float = 0.15,
-        generator: torch.Generator | int | None = None,
-        loss: str = "cross_entropy",
-        progress: bool = False,
-        hessian: Literal["auto", "closed_form", "autograd"] = "auto",
-        c1: float = 10.0,
-        power_iterations: int = 10,
-        chunk_size: int | None = None,
-        jacobian: Literal["expand", "vmap"] = "expand",
-    ) -> TensorOrTuple:
-        """Solve the CASO objective for every sample of the batch.
-
-        Parameters
-        ----------
-        inputs, target, additional_forward_args, lambda1, n_iter, step, backtrack, tol, \
-lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, progress
-            As in :meth:`CAFO.attribute`.
-        lambda2 : float or sequence/tensor of ``B`` floats, optional
-            L2 weight; default ``L/2 + c1`` per sample. Explicit values must exceed ``L/2``
-            for every sample (else the objective is not concave: ``ValueError``).
-        hessian : {"auto", "closed_form", "autograd"}
-            ``"closed_form"``: factored ``Jᵀ(diag p − ppᵀ)J`` (piecewise-linear networks only;
-            exact top eigenvalue; its Jacobian costs about one gradient per class);
-            ``"autograd"``: double-backward HVPs and Lanczos (power iteration with Rayleigh–Ritz),
-            cached on the explored Krylov space
-            (:class:`~captum_ext.context_aware.hessian.KrylovCache`);
-            ``"auto"``: the closed form when every layer is piecewise linear and it is the
-            cheaper one, i.e. for at most ``2·(power_iterations + n_iter·k)`` classes, ``k`` =
-            ``n_lambda1`` with the λ₁ search and 1 otherwise (40 classes by default); autograd
-            otherwise (e.g. 1000-class ImageNet models).
-        c1 : float
-            Margin in ``λ₂ = L/2 + c1`` (seed 004: 10).
-        power_iterations : int
-            Most Lanczos steps (Hessian-vector products) for L with autograd HVPs (seed 004
-            Table 1: 10 power-iteration steps; Lanczos is at least as accurate after as many).
-        chunk_size : int, optional
-            Classes per Jacobian chunk of the closed form (bounds graph memory).
-        jacobian : {"expand", "vmap"}
-            How the closed form gets its Jacobian rows (see ``captum_ext.context_aware.hessian``).
-
-        Returns
-        -------
-        tensor or tuple of tensors
-            Δ, shaped like ``inputs``.
-        """
-        check_positive("c1", c1)
-        check_positive_int("power_iterations", power_iterations)
-        if hessian not in ("auto", "closed_form", "autograd"):
-            raise ValueError(
-                f"hessian must be 'auto', 'closed_form' or 'autograd', got {hessian!r}."
-            )
-        return self._attribute(
-            inputs,
-            target,
-            additional_forward_args,
-            lambda1=lambda1,
-            lambda2=lambda2,
-            n_iter=n_iter,
-            step=step,
-            backtrack=backtrack,
-            tol=tol,
-            lambda1_search=lambda1_search,
-            sparsity_range=sparsity_range,
-            n_lambda1=n_lambda1,
-            n_samples=n_samples,
-            stdev=stdev,
-            generator=generator,
-            loss=loss,
-            progress=progress,
-            hessian=hessian,
-            c1=c1,
-            power_iterations=power_iterations,
-            chunk_size=chunk_size,
-            jacobian=jacobian,
-        )
+    options_class = CASOOptions
 
     def _problem(
         self,
@@ -148,15 +55,14 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
         points: torch.Tensor,
         target: torch.Tensor,
         copies: int,
-        lambda2: Any,
-        loss: str,
-        **options: Any,
+        options: CASOOptions,
+        candidates: int,
     ) -> _Problem:
-        mode = self._hessian_mode(options["hessian"])
-        if mode == "closed_form" and options["hessian"] == "auto":
+        mode = self._hessian_mode(options.hessian)
+        if mode == "closed_form" and options.hessian == "auto":
             with torch.no_grad():
                 n_classes = function(points[: function.batch]).shape[1]
-            products = options["power_iterations"] + options["n_iter"] * options["candidates"]
+            products = options.power_iterations + options.n_iter * candidates
             if n_classes > 2 * products:  # the Jacobian would cost more than the HVPs
                 mode = "autograd"
         self.last_hessian = mode
@@ -166,9 +72,9 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
                 points,
                 target,
                 copies,
-                loss,
-                options["chunk_size"],
-                options["jacobian"],
+                options.loss,
+                options.chunk_size,
+                options.jacobian,
             )
             gradient, top = factored.gradient, factored.top_eigenvalue()
             batch = gradient.shape[0]
@@ -180,13 +86,13 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
         else:
             # one graph on the B (noisy) points; every λ₁ candidate of a sample shares its
             # cache, so FISTA steps inside the explored Krylov space cost no double backward
-            operator = AutogradHessian(function, points, target, copies, loss)
+            operator = AutogradHessian(function, points, target, copies, options.loss)
             gradient = operator.gradient
             # remembered directions: enough for Lanczos plus every λ₁ = 0 iterate
-            size = options["power_iterations"] + options["n_iter"] + 1
+            size = options.power_iterations + options.n_iter + 1
             curvature = KrylovCache(operator.hvp, gradient, size)
-            top = curvature.top_eigenvalue(gradient, options["power_iterations"])
-        return _Problem(gradient, curvature, self._lambda2(lambda2, top, options["c1"]))
+            top = curvature.top_eigenvalue(gradient, options.power_iterations)
+        return _Problem(gradient, curvature, self._lambda2(options.lambda2, top, options.c1))
 
     def _hessian_mode(self, hessian: str) -> str:
         if hessian == "autograd":

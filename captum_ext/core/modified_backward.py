@@ -34,16 +34,10 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
-from captum.attr import (
-    LRP,
-    Attribution,
-    InputXGradient,
-    Saliency,
-)
-from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
-from torch import nn
+from captum.attr import Attribution
 
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.modules import model_of
 
 ForwardFn = Callable[..., torch.Tensor]
 Mechanism = Callable[[Any], AbstractContextManager[ForwardFn]]
@@ -66,31 +60,15 @@ def register_modified_backward(*classes: type) -> Callable[[Mechanism], Mechanis
 
 
 def supported_methods() -> list[str]:
-    """Names of the attribution classes that have a registered modified backward."""
-    _import_registrations()
+    """Names of the attribution classes that have a registered modified backward.
+
+    Captum's own classes are registered by the core; a captum_ext method registers itself when
+    its module is imported, so every class whose instance you hold is already covered.
+    """
     return sorted(cls.__name__ for cls in _REGISTRY)
 
 
-def _import_registrations() -> None:
-    # Methods defined in captum_ext register themselves on import; import them lazily here so
-    # the core does not depend on every method module.
-    import importlib
-
-    for module in (
-        "captum_ext.lrp",
-        "captum_ext.rectgrad",
-        "captum_ext.pattern",
-        "captum_ext.deeplift",
-    ):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-
-
 def _lookup(method: object) -> Mechanism:
-    _import_registrations()
     for cls in type(method).__mro__:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
@@ -99,17 +77,6 @@ def _lookup(method: object) -> Mechanism:
         f"{', '.join(supported_methods())}. Register one with "
         "captum_ext.core.register_modified_backward."
     )
-
-
-def model_of(method: Attribution) -> nn.Module:
-    """The ``nn.Module`` a Captum attribution explains (``forward_func`` must be a module)."""
-    model = getattr(method, "model", None) or getattr(method, "forward_func", None)
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"{type(method).__name__} wraps {type(model).__name__}, not an nn.Module; the modified "
-            "backward needs the module itself to hook its layers."
-        )
-    return model
 
 
 @contextmanager
@@ -134,59 +101,5 @@ def modified_backward(method: Attribution) -> Iterator[ForwardFn]:
         yield forward
 
 
-@register_modified_backward(Saliency, InputXGradient)
-@contextmanager
-def _plain_gradient(method: Attribution) -> Iterator[ForwardFn]:
-    yield model_of(method)
-
-
-@register_modified_backward(ModifiedReluGradientAttribution)
-@contextmanager
-def _relu_hooks(method: ModifiedReluGradientAttribution) -> Iterator[ForwardFn]:
-    # GuidedBackprop, Deconvolution and any other Captum ReLU-hooking method: the same hooks
-    # that Captum's attribute() installs, but left in place for the caller's own backward.
-    method.backward_hooks = []
-    try:
-        method.model.apply(method._register_hooks)
-        yield method.model
-    finally:
-        method._remove_hooks()
-
-
-@register_modified_backward(LRP)
-@contextmanager
-def _captum_lrp(method: LRP) -> Iterator[ForwardFn]:
-    # Captum's LRP needs two passes per forward: one that records activations and lets rules
-    # change weights, and one under pre-hooks that builds the relevance graph. Each call of the
-    # yielded function does both, so the caller sees a single ordinary forward.
-    method.verbose = False
-    method._original_state_dict = method.model.state_dict()
-    method.layers = []
-    method._get_layers(method.model)
-    user_rules = {layer: layer.rule for layer in method.layers if hasattr(layer, "rule")}
-    method.backward_handles = []
-    method.forward_handles = []
-
-    def forward(*inputs: torch.Tensor, additional_forward_args: Any = None) -> torch.Tensor:
-        method._remove_backward_hooks()
-        method._remove_forward_hooks()
-        method.backward_handles, method.forward_handles = [], []
-        for layer in method.layers:
-            layer.activations = {}
-        method._compute_output_and_change_weights(inputs, None, additional_forward_args)
-        method._register_forward_hooks()
-        extra = additional_forward_args
-        extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
-        return method._forward_fn_wrapper(*inputs, *extra)
-
-    try:
-        method._check_and_attach_rules()
-        yield forward
-    finally:
-        method._restore_model()
-        for layer in method.layers:
-            layer.__dict__.pop("activations", None)  # Captum leaves these behind
-        # Captum deletes every rule (captum #1059); put back the ones the user had set.
-        for layer, rule in user_rules.items():
-            if rule is not None and not hasattr(layer, "rule"):
-                layer.rule = rule
+# Captum's own classes; imported last because that module registers through this one.
+from captum_ext.core import captum_mechanisms as _captum_mechanisms  # noqa: E402, F401

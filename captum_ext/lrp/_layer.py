@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+from captum_ext.core.modules import LINEAR_TYPES
+
+__all__ = ["LINEAR_TYPES", "Layer"]
 
 # Transposed convolutions (``torch.nn.grad.conv*_input`` hands convolution_backward an expanded
 # dummy input, which the CPU backend materialises: a full copy of the input per call).

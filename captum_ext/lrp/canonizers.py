@@ -8,197 +8,35 @@ afterwards, leaving every parameter, buffer, flag and module object bit-for-bit 
 
     with canonized(model, [MergeBatchNorm()]) as model:
         ...  # BatchNorm layers are folded into the preceding Conv/Linear here
+
+The base class, :func:`canonized` and :class:`MergeBatchNorm` are shared with PatternNet and live
+in :mod:`captum_ext.core.canonization`; they are re-exported here.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
-_LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+from captum_ext.core.canonization import (
+    Canonizer,
+    MergeBatchNorm,
+    canonized,
+    replace_forward,
+    restore_forwards,
+)
 
-
-class Canonizer(ABC):
-    """A reversible model rewrite.
-
-    Subclasses implement :meth:`apply`, which rewrites ``model`` in place and records what is
-    needed to undo it, and :meth:`remove`, which restores the model bit for bit. A canonizer
-    instance holds the state of one application at a time.
-    """
-
-    @abstractmethod
-    def apply(self, model: nn.Module) -> None:
-        """Rewrite ``model`` in place (undone by :meth:`remove`)."""
-
-    @abstractmethod
-    def remove(self) -> None:
-        """Undo the last :meth:`apply`; calling it twice is harmless."""
-
-
-@contextmanager
-def canonized(model: nn.Module, canonizers: Sequence[Canonizer]) -> Iterator[nn.Module]:
-    """Apply ``canonizers`` to ``model`` for the body of the ``with`` block, then undo them.
-
-    Canonizers are applied in order and removed in reverse order, also when the body (or a later
-    canonizer's ``apply``) raises.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model to rewrite in place for the duration of the block.
-    canonizers : sequence of Canonizer
-        For example ``[MergeBatchNorm()]``.
-
-    Yields
-    ------
-    nn.Module
-        ``model`` itself, rewritten.
-    """
-    for canonizer in canonizers:
-        if not isinstance(canonizer, Canonizer):
-            raise TypeError(
-                f"canonizers must be Canonizer instances, got {type(canonizer).__name__}; "
-                "e.g. canonized(model, [MergeBatchNorm()])."
-            )
-    applied: list[Canonizer] = []
-    try:
-        for canonizer in canonizers:
-            applied.append(canonizer)
-            canonizer.apply(model)
-        yield model
-    finally:
-        for canonizer in reversed(applied):
-            canonizer.remove()
-
-
-def _set_forward(module: nn.Module, forward: Any, undo: list) -> None:
-    # An instance attribute shadows the class's forward; remember whether the user had one.
-    had = "forward" in vars(module)
-    old = vars(module).get("forward")
-    module.forward = forward
-    undo.append((module, had, old))
-
-
-def _undo_forwards(undo: list) -> None:
-    while undo:
-        module, had, old = undo.pop()
-        if had:
-            module.forward = old
-        else:
-            del module.forward
-
-
-def _identity_forward(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-class MergeBatchNorm(Canonizer):
-    """Fold every BatchNorm into the Conv/Linear layer that feeds it.
-
-    With ``scale = γ / √(var + eps)`` the linear layer becomes ``W' = W·scale`` and
-    ``b' = (b − μ)·scale + β`` and the BatchNorm an identity, so the rules of the linear layer
-    see the function the network computes in eval mode (running statistics are used, whatever
-    the module's train flag).
-
-    Pairs are found automatically: consecutive children of an ``nn.Sequential`` and, inside
-    any module, attributes named ``conv<k>``/``bn<k>`` (torchvision ResNet blocks and stem).
-    Other architectures can name the pairs explicitly.
-
-    Parameters
-    ----------
-    pairs : sequence of (str, str), optional
-        Explicit ``(linear_layer_name, batchnorm_name)`` pairs (names from ``named_modules``),
-        used in addition to the automatically found ones.
-
-    Notes
-    -----
-    The original parameter objects are never modified: the linear layer gets new parameter
-    tensors for the duration and the BatchNorm an identity ``forward``; :meth:`remove` puts the
-    original objects back.
-    """
-
-    def __init__(self, pairs: Sequence[tuple[str, str]] = ()) -> None:
-        self.pairs = tuple(pairs)
-        self._params: list[tuple[nn.Module, str, Any]] = []
-        self._forwards: list = []
-
-    @staticmethod
-    def find_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-        """``(linear, batchnorm)`` pairs of ``model`` where the BatchNorm follows the linear."""
-        found: list[tuple[nn.Module, nn.Module]] = []
-        for module in model.modules():
-            children = dict(module.named_children())
-            if isinstance(module, nn.Sequential):
-                items = list(children.values())
-                found += [
-                    (a, b)
-                    for a, b in zip(items, items[1:], strict=False)
-                    if isinstance(a, _LINEAR_TYPES) and isinstance(b, _BN_TYPES)
-                ]
-            for name, child in children.items():
-                if name.startswith("bn") and isinstance(child, _BN_TYPES):
-                    linear = children.get("conv" + name[2:])
-                    if isinstance(linear, _LINEAR_TYPES):
-                        found.append((linear, child))
-        return found
-
-    def apply(self, model: nn.Module) -> None:
-        modules = dict(model.named_modules())
-        pairs = self.find_pairs(model)
-        for lin_name, bn_name in self.pairs:
-            for name in (lin_name, bn_name):
-                if name not in modules:
-                    raise ValueError(f"MergeBatchNorm: no module named {name!r} in the model.")
-            pairs.append((modules[lin_name], modules[bn_name]))
-        seen: set[int] = set()
-        try:
-            for linear, bn in pairs:
-                if id(bn) in seen:
-                    continue
-                seen.add(id(bn))
-                self._fold(linear, bn)
-        except BaseException:
-            self.remove()
-            raise
-
-    def _fold(self, linear: nn.Module, bn: nn.Module) -> None:
-        if bn.running_mean is None or bn.running_var is None:
-            raise ValueError(
-                f"MergeBatchNorm: {bn} tracks no running statistics, so it cannot be folded; "
-                "pass canonizers=[] and give it a rule (e.g. PassRule()) instead."
-            )
-        if bn.num_features != linear.weight.shape[0]:
-            raise ValueError(
-                f"MergeBatchNorm: {bn} has {bn.num_features} features but the preceding "
-                f"{type(linear).__name__} has {linear.weight.shape[0]} outputs."
-            )
-        with torch.no_grad():
-            weight, bias = linear.weight, linear.bias
-            scale = bn.running_var.add(bn.eps).rsqrt()
-            if bn.weight is not None:
-                scale = scale * bn.weight
-            shift = -bn.running_mean * scale
-            if bn.bias is not None:
-                shift = shift + bn.bias
-            if bias is not None:
-                shift = shift + bias * scale
-            new_weight = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
-        for name, value in (("weight", new_weight), ("bias", shift)):
-            self._params.append((linear, name, linear._parameters.get(name)))
-            linear._parameters[name] = nn.Parameter(value, requires_grad=weight.requires_grad)
-        _set_forward(bn, _identity_forward, self._forwards)
-
-    def remove(self) -> None:
-        while self._params:
-            module, name, original = self._params.pop()
-            module._parameters[name] = original
-        _undo_forwards(self._forwards)
+__all__ = [
+    "Canonizer",
+    "MergeBatchNorm",
+    "NoInplaceActivations",
+    "ResNetCanonizer",
+    "SumModule",
+    "canonized",
+    "default_canonizers",
+]
 
 
 class SumModule(nn.Module):
@@ -253,13 +91,13 @@ class ResNetCanonizer(Canonizer):
                 module.add_module("canonizer_sum", add)
                 self._children.append(module)
                 build = _basic_block_forward if type(module) is BasicBlock else _bottleneck_forward
-                _set_forward(module, build(module, add), self._forwards)
+                replace_forward(module, build(module, add), self._forwards)
         except BaseException:
             self.remove()
             raise
 
     def remove(self) -> None:
-        _undo_forwards(self._forwards)
+        restore_forwards(self._forwards)
         while self._children:
             del self._children.pop()._modules["canonizer_sum"]
 

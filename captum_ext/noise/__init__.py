@@ -8,21 +8,26 @@
   methods and the ``InherentNoise`` metric share.
 """
 
-from captum_ext.noise.adaptgrad import (
-    AdaptGrad,
-    SeededNoiseTunnel,
+from captum_ext.noise.adaptgrad import AdaptGrad
+from captum_ext.noise.noisegrad import FusionGrad, NoiseGrad
+from captum_ext.noise.statistics import (
+    InherentNoise,
+    broadcast_bounds,
     inherent_noise,
     kappa_value,
     noise_std,
     smoothgrad_std,
 )
-from captum_ext.noise.noisegrad import FusionGrad, NoiseGrad
+from captum_ext.noise.tunnel import SeededNoiseTunnel, TunnelOptions
 
 __all__ = [
     "AdaptGrad",
     "FusionGrad",
+    "InherentNoise",
     "NoiseGrad",
     "SeededNoiseTunnel",
+    "TunnelOptions",
+    "broadcast_bounds",
     "inherent_noise",
     "kappa_value",
     "noise_std",

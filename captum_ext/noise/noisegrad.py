@@ -40,33 +40,23 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.modules import model_of
+from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import (
     check_finite,
     check_positive,
     check_positive_int,
     check_result_finite,
 )
-from captum_ext.noise.adaptgrad import SeededNoiseTunnel, make_generator
+from captum_ext.noise.tunnel import SeededNoiseTunnel
 
 __all__ = ["FusionGrad", "NoiseGrad"]
 
 Factory = Callable[[nn.Module], Attribution]
+_FACTORY_HINT = (
+    "Or pass a factory and the model: NoiseGrad(lambda m: Saliency(m), model=model)."
+)
 ParamFilter = Callable[[str, nn.Parameter], bool]
-
-
-def _model_of(method: Attribution) -> nn.Module:
-    """The ``nn.Module`` an attribution instance is bound to (module or its bound method)."""
-    forward = method.forward_func
-    if isinstance(forward, nn.Module):
-        return forward
-    owner = getattr(forward, "__self__", None)
-    if isinstance(owner, nn.Module):
-        return owner
-    raise TypeError(
-        f"Cannot find the model of {type(method).__name__}: its forward_func is "
-        f"{type(forward).__name__}, not an nn.Module or a method of one. Pass a factory and the "
-        "model instead: NoiseGrad(lambda m: Saliency(m), model=model)."
-    )
 
 
 class NoiseGrad(GradientAttribution):
@@ -90,7 +80,8 @@ class NoiseGrad(GradientAttribution):
         ``(name, parameter) -> bool``; only parameters it accepts are perturbed (default: all
         floating-point parameters).
     seed : int, optional
-        Default random stream for calls that pass neither ``generator`` nor ``seed``.
+        Random stream of calls that pass neither ``generator`` nor ``seed``; with none at all,
+        seed 0 (:mod:`captum_ext.core.randomness`).
 
     References
     ----------
@@ -117,11 +108,11 @@ class NoiseGrad(GradientAttribution):
         check_positive("std", std, allow_zero=True)
         check_positive("mean", mean, allow_zero=True)
         if isinstance(attribution_method, Attribution):
-            if model is not None and model is not _model_of(attribution_method):
+            if model is not None and model is not model_of(attribution_method, _FACTORY_HINT):
                 raise ValueError(
                     "model= differs from the model the attribution method is bound to."
                 )
-            model = _model_of(attribution_method)
+            model = model_of(attribution_method, _FACTORY_HINT)
         elif callable(attribution_method):
             if not isinstance(model, nn.Module):
                 raise TypeError(
@@ -170,8 +161,8 @@ class NoiseGrad(GradientAttribution):
         target, additional_forward_args
             As in Captum; forwarded to the wrapped method.
         generator, seed
-            Private random stream (at most one); neither: the constructor's ``seed``, else a
-            fresh random stream. The global RNG is never touched.
+            This call's random stream (at most one); with neither, the constructor's ``seed``.
+            The global RNG is never touched.
         show_progress : bool
             tqdm bar over the model draws.
         **kwargs

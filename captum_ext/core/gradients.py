@@ -1,0 +1,80 @@
+"""Gradient helpers shared by the modified-gradient methods (RectGrad, PatternNet, …)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import torch
+from captum._utils.common import (
+    _format_additional_forward_args,
+    _format_tensor_into_tuples,
+    _is_tuple,
+    _run_forward,
+    _select_targets,
+)
+from captum._utils.gradient import apply_gradient_requirements, undo_gradient_requirements
+from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
+from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
+from torch import nn
+
+from captum_ext.core.validation import check_finite, check_result_finite, check_targets
+
+__all__ = ["modified_gradients", "relu_hooks", "require_relu_modules"]
+
+
+def modified_gradients(
+    model: nn.Module,
+    install: Callable[[], AbstractContextManager[Any]],
+    inputs: TensorOrTupleOfTensorsGeneric,
+    target: TargetType,
+    additional_forward_args: Any,
+    method: str,
+) -> tuple[bool, tuple[torch.Tensor, ...]]:
+    """Validated gradient of the target output w.r.t. ``inputs`` under ``install()``'s hooks.
+
+    ``install`` returns a context manager that installs the method's hooks and removes them on
+    exit (also on errors). Returns ``(inputs_were_a_tuple, gradients)``.
+    """
+    is_tuple = _is_tuple(inputs)
+    inputs_tuple = _format_tensor_into_tuples(inputs)
+    check_finite(inputs_tuple)
+    extra = _format_additional_forward_args(additional_forward_args)
+    mask = apply_gradient_requirements(inputs_tuple)
+    try:
+        with torch.enable_grad(), install():
+            output = _run_forward(model, inputs_tuple, None, extra)
+            check_targets(target, output)
+            selected = _select_targets(output, target)
+            grads = torch.autograd.grad(torch.unbind(selected), inputs_tuple, allow_unused=True)
+    finally:
+        undo_gradient_requirements(inputs_tuple, mask)
+    grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs_tuple, grads))
+    check_result_finite(grads, method)
+    return is_tuple, grads
+
+
+def require_relu_modules(model: nn.Module, method: str) -> None:
+    """Raise ``TypeError`` if ``model`` has no ``nn.ReLU`` modules (functional ReLUs only)."""
+    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+        raise TypeError(
+            f"{method} found no torch.nn.ReLU module in {type(model).__name__}; its ReLUs are "
+            "probably functional (F.relu / torch.relu), which cannot be hooked. Replace them by "
+            "nn.ReLU modules (one per use or a shared one) and call again."
+        )
+
+
+@contextmanager
+def relu_hooks(method: ModifiedReluGradientAttribution) -> Iterator[nn.Module]:
+    """Install ``method``'s ReLU hooks (Captum's mechanism) for the body; yield its model.
+
+    The same hooks ``method.attribute`` installs, left in place so the caller can run its own
+    backward passes; removed on exit, also on errors.
+    """
+    method.backward_hooks = []
+    try:
+        method.model.apply(method._register_hooks)
+        yield method.model
+    finally:
+        method._remove_hooks()

@@ -1,0 +1,53 @@
+"""Facts about the user's model that several methods and metrics need, defined once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "BATCHNORM_TYPES",
+    "LINEAR_TYPES",
+    "model_device_dtype",
+    "model_of",
+    "unwrap_model",
+]
+
+LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+"""The weighted linear layers the propagation rules and the analytic bounds are defined for."""
+
+BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def model_of(method: Any, hint: str = "") -> nn.Module:
+    """The ``nn.Module`` a Captum attribution explains.
+
+    ``forward_func`` may be the module or a bound method of one (``model.forward``,
+    ``model.logits``); anything else has no module whose layers could be hooked or copied.
+    ``hint`` is appended to the error (how the caller's own API avoids the problem).
+    """
+    forward = getattr(method, "model", None) or getattr(method, "forward_func", None)
+    if isinstance(forward, nn.Module):
+        return forward
+    owner = getattr(forward, "__self__", None)
+    if isinstance(owner, nn.Module):
+        return owner
+    raise TypeError(
+        f"{type(method).__name__} wraps {type(forward).__name__}, not an nn.Module or a method of "
+        "one; this needs the module itself to reach its layers. Construct the attribution with "
+        f"the model (e.g. Saliency(model)).{' ' + hint if hint else ''}"
+    )
+
+
+def unwrap_model(model: Any) -> nn.Module:
+    """The torch module behind a Quantus ``ModelInterface`` (or the module itself)."""
+    return model.get_model() if hasattr(model, "get_model") else model
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and floating dtype of the model's first parameter (CPU/float32 without any)."""
+    for param in model.parameters():
+        return param.device, param.dtype
+    return torch.device("cpu"), torch.float32
