@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from quantus import Metric
+from torch import nn
+
+NORM_TYPES = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+"""Normalisation layers, which the randomisation and CSC metrics skip by default."""
 
 BASE_DEFAULTS: dict[str, Any] = {
     "abs": False,
@@ -47,3 +57,17 @@ class QuantusDefaults(Metric):
         return super().__call__(
             model=model, x_batch=x_batch, y_batch=y_batch, **{**CALL_DEFAULTS, **kwargs}
         )
+
+
+def metric_defaults(kwargs: dict[str, Any], aggregate: Callable) -> dict[str, Any]:
+    """``quantus.Metric`` options with this package's defaults: ``aggregate`` when no
+    ``aggregate_func`` is given, and Quantus' warnings off."""
+    if kwargs.get("aggregate_func") is None:
+        kwargs = {**kwargs, "aggregate_func": aggregate}
+    return {"disable_warnings": True, **kwargs}
+
+
+def mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Aggregate a list of per-sample ``{layer: score}`` dicts into per-layer means (NaN-aware)."""
+    layers = list(scores[0]) if scores else []
+    return {name: float(np.nanmean([s[name] for s in scores])) for name in layers}

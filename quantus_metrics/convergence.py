@@ -45,6 +45,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
@@ -70,7 +71,6 @@ ExplainFunc = Callable[..., np.ndarray]
 
 _THEORIES = ("gradient", "lrp_alphabeta", "lrp_epsilon")
 _SCORES = ("relative_bound", "bound", "hoeffding_n", "constant", "relative_constant")
-_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PASS_THROUGH = (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -249,7 +249,7 @@ def _gradient_factors(
     factors = []
     for layer in layers:
         module = layer.module
-        if isinstance(module, _WEIGHTED):
+        if isinstance(module, LINEAR_TYPES):
             # dense layers are cheap to iterate (two mat-vecs a step): never skimp on them
             steps = max(iterations, 64) if isinstance(module, nn.Linear) else iterations
             norm = operator_norm(module, layer.input_shape, steps, generator=generator)
@@ -271,7 +271,7 @@ def _gradient_factors(
 def _lrp_layers(layers: list[ChainLayer]) -> list[ChainLayer]:
     weighted = []
     for layer in layers:
-        if isinstance(layer.module, _WEIGHTED):
+        if isinstance(layer.module, LINEAR_TYPES):
             weighted.append(layer)
         elif isinstance(layer.module, _POOLS):
             _check_pool(layer.name, layer.module)
@@ -286,7 +286,7 @@ def _epsilon_column_sums(module: nn.Module) -> torch.Tensor:
     """Σ_j |w_ij| per input channel/feature i (an upper bound for conv: all kernel taps)."""
     if isinstance(module, nn.Linear):
         return module.weight.detach().abs().sum(0)
-    if isinstance(module, _WEIGHTED):
+    if isinstance(module, LINEAR_TYPES):
         sums = module.weight.detach().abs().sum(dim=[0, *range(2, module.weight.dim())])
         # grouped convs: channel c only meets its group's filters; the largest sum bounds all
         return sums.max().reshape(1) if module.groups > 1 else sums
@@ -446,7 +446,7 @@ class _LayerInputMax:
             per = x.flatten(0, -2).amax(0) if isinstance(module, nn.Linear) else None
             if per is None:
                 per = x.transpose(0, 1).flatten(1).amax(1) if x.dim() > 2 else x.amax()
-                if not isinstance(module, _WEIGHTED):
+                if not isinstance(module, LINEAR_TYPES):
                     per = per.amax()
             old = self.maxima.get(name)
             self.maxima[name] = per if old is None else torch.maximum(old, per)
@@ -482,12 +482,6 @@ def _explain(
             "return one attribution per input row."
         )
     return a.flatten(1).to(torch.float64)
-
-
-def _device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    for param in model.parameters():
-        return param.device, param.dtype
-    return torch.device("cpu"), torch.float32
 
 
 def _explained_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -800,7 +794,7 @@ class ConvergenceConstants(QuantusDefaults):
         explain_func_kwargs: dict[str, Any] | None = None,
     ) -> ConvergenceResult:
         """The full :class:`ConvergenceResult` for one batch (no Quantus plumbing)."""
-        device, dtype = _device_dtype(model)
+        device, dtype = model_device_dtype(model)
         inputs = torch.as_tensor(x, device=device, dtype=dtype)
         targets = torch.as_tensor(y, device=device).long().view(-1)
         if len(targets) != len(inputs):
@@ -821,7 +815,7 @@ class ConvergenceConstants(QuantusDefaults):
         self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any
     ) -> list[float]:
         """One score per sample (see ``score``); full results go to :attr:`results`."""
-        torch_model = model.get_model() if hasattr(model, "get_model") else model
+        torch_model = unwrap_model(model)
         result = self.compute(
             torch_model, x_batch, y_batch, self.explain_func, self.explain_func_kwargs
         )

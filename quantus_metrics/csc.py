@@ -31,25 +31,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core import modified_backward
-from captum_ext.core.modules import model_of
+from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, make_generator
 from captum_ext.core.validation import check_finite, check_positive_int
+from quantus_metrics._base import NORM_TYPES, mean_per_layer, metric_defaults
 from quantus_metrics.explain import (
     CallDefaults,
     MethodFactory,
     explain_func_from,
-    model_device_dtype,
 )
 
 __all__ = ["CSC", "CSCResult", "cosine_similarity_convergence", "random_baseline"]
 
 INPUT = "input"
-_NORM_TYPES = (
-    nn.modules.batchnorm._NormBase,
-    nn.GroupNorm,
-    nn.LayerNorm,
-    nn.LocalResponseNorm,
-)
 
 
 def random_baseline(
@@ -128,7 +122,7 @@ def _default_traced(model: nn.Module) -> list[str]:
         for name, module in model.named_modules()
         if name
         and next(module.parameters(recurse=False), None) is not None
-        and not isinstance(module, _NORM_TYPES)
+        and not isinstance(module, NORM_TYPES)
     ]
 
 
@@ -298,20 +292,6 @@ def cosine_similarity_convergence(
     return result
 
 
-def _metric_defaults(kwargs: dict[str, Any], aggregate: Callable) -> dict[str, Any]:
-    """``quantus.Metric`` options with this package's defaults: ``aggregate`` when no
-    ``aggregate_func`` is given, and Quantus' warnings off."""
-    if kwargs.get("aggregate_func") is None:
-        kwargs = {**kwargs, "aggregate_func": aggregate}
-    return {"disable_warnings": True, **kwargs}
-
-
-def _mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
-    """Aggregate a list of per-sample ``{layer: score}`` dicts into per-layer means (NaN-aware)."""
-    layers = list(scores[0]) if scores else []
-    return {name: float(np.nanmean([s[name] for s in scores])) for name in layers}
-
-
 class CSC(CallDefaults):
     """Cosine similarity convergence (Sixt et al., 2020) as a ``quantus.Metric``.
 
@@ -372,7 +352,7 @@ class CSC(CallDefaults):
         return_distributions: bool = False,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**_metric_defaults(kwargs, _mean_per_layer))
+        super().__init__(**metric_defaults(kwargs, mean_per_layer))
         check_positive_int("n_vectors", n_vectors, minimum=2)
         if method is not None and not callable(method):
             raise TypeError(
@@ -440,7 +420,7 @@ class CSC(CallDefaults):
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """Per-sample ``{layer: median |cos|}`` for one batch."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         device, dtype = model_device_dtype(module)
         x = torch.as_tensor(np.asarray(x_batch), device=device, dtype=dtype)
         result = cosine_similarity_convergence(

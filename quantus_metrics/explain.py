@@ -18,19 +18,13 @@ import torch
 from captum.attr import Attribution
 from torch import nn
 
+from captum_ext.core.modules import model_device_dtype
 from quantus_metrics._base import QuantusDefaults
 
 MethodFactory = Callable[[nn.Module], Attribution]
 
 # Keyword arguments Quantus injects into every explain call that are not attribution options.
 _QUANTUS_KWARGS = ("device", "method")
-
-
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's first parameter (CPU/float32 without any)."""
-    for param in model.parameters():
-        return param.device, param.dtype
-    return torch.device("cpu"), torch.float32
 
 
 def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callable[..., np.ndarray]:

@@ -26,12 +26,13 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.modules import model_device_dtype, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
-from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
+from captum_ext.core.validation import check_open_unit, check_positive_int
+from quantus_metrics._base import NORM_TYPES, mean_per_layer, metric_defaults
 from quantus_metrics._bootstrap import bootstrap_ci
-from quantus_metrics.csc import _NORM_TYPES, _mean_per_layer, _metric_defaults
-from quantus_metrics.explain import CallDefaults, model_device_dtype
-from quantus_metrics.ssim import ReferenceSSIM, percentile_normalise, reduce_channels
+from quantus_metrics.explain import CallDefaults
+from quantus_metrics.ssim import ReferenceSSIM, SSIMOptions, percentile_normalise, reduce_channels
 
 __all__ = [
     "ModelRandomisationSSIM",
@@ -68,7 +69,7 @@ def parameterised_layers(
     try:
         for name, module in model.named_modules():
             own = next(module.parameters(recurse=False), None) is not None
-            if name and own and (include_norm or not isinstance(module, _NORM_TYPES)):
+            if name and own and (include_norm or not isinstance(module, NORM_TYPES)):
                 handles.append(module.register_forward_hook(record(name)))
         with torch.no_grad():
             model(example)
@@ -104,7 +105,7 @@ def randomise_layer(module: nn.Module, seed: int, init: str = "default") -> None
                 outside = values.abs() > 2 * std
         return values.to(dtype=param.dtype, device=param.device)
 
-    if isinstance(module, _NORM_TYPES):
+    if isinstance(module, NORM_TYPES):
         for param in params:
             param.copy_(draw(param, 1.0, truncate=False))
     elif init == "truncated_normal" or not hasattr(module, "reset_parameters"):
@@ -141,16 +142,14 @@ class _SSIMScoring(CallDefaults):
         n_resamples: int = 10_000,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**_metric_defaults(kwargs, self._aggregate))
+        super().__init__(**metric_defaults(kwargs, self._aggregate))
         if channel_reduction not in ("sum", "max_abs"):
             raise ValueError(
                 f"channel_reduction must be 'sum' or 'max_abs', got {channel_reduction!r}."
             )
-        check_positive_int("win_size", win_size)
-        if win_size % 2 == 0:
-            raise ValueError(f"win_size must be odd, got {win_size}.")
-        check_positive("sigma", sigma)
-        check_positive("data_range", data_range)
+        ssim_options = SSIMOptions(
+            data_range=data_range, win_size=win_size, gaussian=gaussian, sigma=sigma
+        )
         low, high = percentiles
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 ≤ low < high ≤ 100, got {percentiles}.")
@@ -161,12 +160,7 @@ class _SSIMScoring(CallDefaults):
         check_positive_int("n_resamples", n_resamples)
         self.channel_reduction = channel_reduction
         self.sign_invariant = sign_invariant
-        self.ssim_kwargs = {
-            "win_size": win_size,
-            "gaussian": gaussian,
-            "sigma": sigma,
-            "data_range": data_range,
-        }
+        self.ssim_options = ssim_options
         self.percentiles = (float(low), float(high))
         self.seed = seed
         self.confidence = confidence
@@ -209,7 +203,7 @@ class _SSIMScoring(CallDefaults):
 
     def _scorer(self, reference: torch.Tensor) -> ReferenceSSIM:
         """(Sign-invariant) SSIM against ``reference``, its local moments filtered once."""
-        return ReferenceSSIM(reference, self.sign_invariant, **self.ssim_kwargs)
+        return ReferenceSSIM(reference, self.sign_invariant, self.ssim_options)
 
     def _compare(self, reference: torch.Tensor, other: torch.Tensor) -> np.ndarray:
         scores = self._scorer(reference)(other)
@@ -294,7 +288,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
     """
 
     name = "Model Randomisation SSIM"
-    _aggregate = staticmethod(_mean_per_layer)
+    _aggregate = staticmethod(mean_per_layer)
 
     def __init__(
         self,
@@ -318,7 +312,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         self._spare_copy: nn.Module | None = None
 
     def custom_preprocess(self, *, model: Any, x_batch: np.ndarray, **kwargs: Any) -> None:
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         device, dtype = model_device_dtype(module)
         # Find the execution order on a copy: a forward pass must not touch the user's model.
         probe = copy.deepcopy(module)
@@ -352,7 +346,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         **kwargs: Any,
     ) -> list[dict[str, float]]:
         """Per-sample ``{layer: SSIM}`` for one batch (layers in randomisation order)."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         # A deep copy: the user's model is never touched (the first batch reuses the probe).
         randomised = self._spare_copy
         self._spare_copy = None
@@ -409,7 +403,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         if not self.confidence_intervals:
             raise ValueError("Nothing to plot: call the metric first (return_aggregate=False).")
         names = self.layer_names
-        means = _mean_per_layer(self.evaluation_scores)
+        means = mean_per_layer(self.evaluation_scores)
         if ax is None:
             _, ax = plt.subplots(figsize=(6, 3.5))
         positions = np.arange(len(names))
@@ -473,7 +467,7 @@ class RandomLogitSSIM(_SSIMScoring):
     def custom_preprocess(
         self, *, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any
     ) -> dict[str, Any]:
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         n_classes = self.n_classes
         if n_classes is None:
             device, dtype = model_device_dtype(module)
@@ -506,7 +500,7 @@ class RandomLogitSSIM(_SSIMScoring):
         **kwargs: Any,
     ) -> list[float]:
         """Per-sample SSIM between the target-class and the random-class explanation."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         reference = self._explain(module, x_batch, y_batch, a_batch)
         other = self._explain(module, x_batch, y_other_batch)
         self._bar.update(len(x_batch))

@@ -17,7 +17,8 @@ for a whole batch at once, on the tensors' device.
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ import torch
 from captum_ext.core.validation import check_finite, check_positive, check_positive_int
 
 __all__ = [
+    "SSIMOptions",
     "ReferenceSSIM",
     "flip_invariant_ssim",
     "percentile_normalise",
@@ -58,29 +60,17 @@ def ssim_window(
     return weights / weights.sum()
 
 
-def ssim_batch(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    data_range: float = 2.0,
-    win_size: int = 5,
-    gaussian: bool = False,
-    sigma: float = 1.5,
-    use_sample_covariance: bool = True,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    full: bool = False,
-) -> torch.Tensor:
-    """Structural similarity of 2-D maps, batched over all leading dimensions.
+@dataclass(frozen=True)
+class SSIMOptions:
+    """The options of SSIM (Wang et al., 2004), defined once for every function of this module.
 
     Parameters
     ----------
-    a, b : torch.Tensor
-        Maps of shape ``(..., H, W)`` with identical shapes, dtype and device.
     data_range : float
         The dynamic range ``R`` in ``C1 = (k1 R)^2`` and ``C2 = (k2 R)^2``. Maps normalised to
         [0, 1] have range 1; 2.0 reproduces the numbers of Sixt et al. (2020).
     win_size : int
-        Odd window width (5 as in seed 001; scikit-image's uniform default is 7).
+        Odd window width (5 as in Sixt et al. (2020); scikit-image's uniform default is 7).
     gaussian : bool
         Gaussian window (see :func:`ssim_window`) instead of a uniform one.
     sigma : float
@@ -90,6 +80,49 @@ def ssim_batch(
         scikit-image does by default.
     k1, k2 : float
         The stabilising constants of Wang et al. (2004).
+    """
+
+    data_range: float = 2.0
+    win_size: int = 5
+    gaussian: bool = False
+    sigma: float = 1.5
+    use_sample_covariance: bool = True
+    k1: float = 0.01
+    k2: float = 0.03
+
+    def __post_init__(self) -> None:
+        check_positive("data_range", self.data_range)
+        check_positive_int("win_size", self.win_size)
+        if self.win_size % 2 == 0:
+            raise ValueError(f"win_size must be odd, got {self.win_size}.")
+        check_positive("sigma", self.sigma)
+
+    @classmethod
+    def of(cls, options: SSIMOptions | None = None, **overrides: Any) -> SSIMOptions:
+        """``options`` (or the defaults) with fields replaced by ``overrides``."""
+        base = cls() if options is None else options
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+    def constants(self) -> tuple[int, bool, float, float, float]:
+        return self.win_size, self.use_sample_covariance, self.data_range, self.k1, self.k2
+
+
+def ssim_batch(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    options: SSIMOptions | None = None,
+    *,
+    full: bool = False,
+    **overrides: Any,
+) -> torch.Tensor:
+    """Structural similarity of 2-D maps, batched over all leading dimensions.
+
+    Parameters
+    ----------
+    a, b : torch.Tensor
+        Maps of shape ``(..., H, W)`` with identical shapes, dtype and device.
+    options : SSIMOptions, optional
+        Window and constants; fields can also be given by name (``data_range=1.0``).
     full : bool
         Also return the SSIM map over the valid window positions.
 
@@ -105,10 +138,11 @@ def ssim_batch(
     Wang, Bovik, Sheikh, Simoncelli (2004), "Image quality assessment: from error visibility to
     structural similarity", IEEE TIP 13(4).
     """
-    _check_maps(a, b, data_range, win_size)
+    opts = SSIMOptions.of(options, **overrides)
+    _check_maps(a, b, opts.win_size)
     height, width = a.shape[-2:]
     dtype = a.dtype if a.is_floating_point() else torch.float64
-    window = ssim_window(win_size, gaussian, sigma, dtype=dtype, device=a.device)
+    window = ssim_window(opts.win_size, opts.gaussian, opts.sigma, dtype=dtype, device=a.device)
     lead = a.shape[:-2]
     a2 = a.reshape(-1, 1, height, width).to(dtype)
     b2 = b.reshape(-1, 1, height, width).to(dtype)
@@ -116,14 +150,14 @@ def ssim_batch(
     # exactly the pixels scikit-image keeps after cropping its border.
     stack = torch.cat([a2, b2, a2 * a2, b2 * b2, a2 * b2], dim=1)
     ux, uy, uxx, uyy, uxy = _local_means(stack, window).unbind(dim=1)
-    ssim_map = _ssim_map(ux, uy, uxx, uyy, uxy, win_size, use_sample_covariance, data_range, k1, k2)
+    ssim_map = _ssim_map(ux, uy, uxx, uyy, uxy, *opts.constants())
     score = ssim_map.mean(dim=(-2, -1)).reshape(lead)
     if full:
         return score, ssim_map.reshape(*lead, *ssim_map.shape[-2:])
     return score
 
 
-def _check_maps(a: torch.Tensor, b: torch.Tensor, data_range: float, win_size: int) -> None:
+def _check_maps(a: torch.Tensor, b: torch.Tensor, win_size: int) -> None:
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError("ssim_batch expects two torch.Tensor maps.")
     if a.shape != b.shape:
@@ -132,7 +166,6 @@ def _check_maps(a: torch.Tensor, b: torch.Tensor, data_range: float, win_size: i
         )
     if a.dim() < 2:
         raise ValueError(f"SSIM needs maps of shape (..., H, W), got {tuple(a.shape)}.")
-    check_positive("data_range", data_range)
     height, width = a.shape[-2:]
     if win_size > min(height, width):
         raise ValueError(
@@ -270,29 +303,25 @@ class ReferenceSSIM:
         ``(..., H, W)`` maps, normalised into [0, 1] when ``sign_invariant``.
     sign_invariant : bool
         Score ``max(SSIM(a, b), SSIM(a, 1 - b))`` instead of ``SSIM(a, b)``.
-    **ssim_kwargs
-        ``data_range``, ``win_size``, ``gaussian``, ``sigma``, ``use_sample_covariance``,
-        ``k1``, ``k2``: as in :func:`ssim_batch`, with its defaults.
+    options, **overrides
+        :class:`SSIMOptions`, or its fields by name.
     """
 
     def __init__(
-        self, reference: torch.Tensor, sign_invariant: bool = True, **ssim_kwargs: Any
+        self,
+        reference: torch.Tensor,
+        sign_invariant: bool = True,
+        options: SSIMOptions | None = None,
+        **overrides: Any,
     ) -> None:
-        # ssim_batch's signature is the one place that names and defaults the options
-        options = inspect.signature(ssim_batch).bind(reference, reference, **ssim_kwargs)
-        options.apply_defaults()
-        kw = options.arguments
-        if kw["full"]:
-            raise TypeError("ReferenceSSIM returns scores only; use ssim_batch(full=True).")
-        _check_maps(reference, reference, kw["data_range"], kw["win_size"])
+        opts = SSIMOptions.of(options, **overrides)
+        _check_maps(reference, reference, opts.win_size)
         self.reference = reference
         self.sign_invariant = sign_invariant
-        self._options = tuple(
-            kw[k] for k in ("win_size", "use_sample_covariance", "data_range", "k1", "k2")
-        )
+        self._options = opts.constants()
         self.dtype = reference.dtype if reference.is_floating_point() else torch.float64
         self.window = ssim_window(
-            kw["win_size"], kw["gaussian"], kw["sigma"], dtype=self.dtype, device=reference.device
+            opts.win_size, opts.gaussian, opts.sigma, dtype=self.dtype, device=reference.device
         )
         height, width = reference.shape[-2:]
         self._a = reference.reshape(-1, 1, height, width).to(self.dtype)
