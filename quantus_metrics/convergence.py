@@ -45,6 +45,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.krylov import KrylovCache
 from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
@@ -214,22 +215,10 @@ def operator_norm(
         return torch.autograd.grad(u, v, grad_outputs=u)[0].flatten()
 
     size = math.prod(input_shape)
-    v = torch.randn(size, generator=rng, dtype=torch.float64).to(weight.device)
-    basis, images = [v / v.norm()], []
-    estimate = 0.0
-    for _ in range(max(1, min(iterations, size))):
-        images.append(gram(basis[-1]))
-        q, aq = torch.stack(basis), torch.stack(images)
-        projected = q @ aq.T  # AᵀA restricted to the Krylov space
-        new = float(torch.linalg.eigvalsh((projected + projected.T) / 2)[-1])
-        converged = abs(new - estimate) <= tol * new
-        estimate = new
-        w = images[-1]
-        for _ in range(2):  # full re-orthogonalisation, twice for numerical safety
-            w = w - q.T @ (q @ w)
-        if converged or w.norm() <= 1e-10 * images[-1].norm():
-            break
-        basis.append(w / w.norm())
+    start = torch.randn(1, size, generator=rng, dtype=torch.float64).to(weight.device)
+    steps = max(1, min(iterations, size))
+    krylov = KrylovCache(lambda v: gram(v[0])[None], start, max_size=steps + 1)
+    estimate = float(krylov.top_eigenvalue(start, steps, rtol=tol)[0])
     sigma = math.sqrt(max(estimate, 0.0))
     _NORM_CACHE[module] = ((key, iterations, tol), sigma)
     return sigma

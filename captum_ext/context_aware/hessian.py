@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -33,6 +34,7 @@ from captum._utils.common import (
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.krylov import KrylovCache
 from captum_ext.core.validation import check_finite, check_targets
 
 LossName = Literal["cross_entropy", "logit"]
@@ -181,11 +183,11 @@ class _FrozenParameters(ModelGuard):
         return model
 
 
-def frozen(forward_func: Callable[..., torch.Tensor]):
-    """Context manager: parameters frozen if ``forward_func`` is a module, else a no-op."""
+def frozen(forward_func: Callable[..., torch.Tensor]) -> AbstractContextManager[Any]:
+    """Context manager: parameters frozen if ``forward_func`` is a module, else nothing to do."""
     if isinstance(forward_func, nn.Module):
         return _FrozenParameters(forward_func)
-    return ModelGuard(nn.Module())
+    return nullcontext()
 
 
 class AutogradHessian:
@@ -244,104 +246,6 @@ class AutogradHessian:
     def top_eigenvalue(self, n_iter: int = 10, rtol: float = 1e-3) -> torch.Tensor:
         """Largest eigenvalue per sample: Lanczos from the gradient (see :class:`KrylovCache`)."""
         return KrylovCache(self.hvp, self.gradient).top_eigenvalue(self.gradient, n_iter, rtol)
-
-
-class KrylovCache:
-    """Hessian-vector products that remember ``H`` on the span of every vector seen so far.
-
-    Each sample keeps an orthonormal basis ``Q`` and its images ``HQ`` (computed by ``hvp``).
-    A query ``v = Qc + r`` is answered as ``(HQ)c + Hr``, and ``Hr`` costs one real product only
-    when the residual ``r`` (after two Gram–Schmidt passes) exceeds ``100·eps·‖v‖``; its
-    direction then joins the basis. Why it pays (seed 004's CASO): FISTA from ``Δ₀ = 0`` with
-    ``λ₁ = 0`` never leaves the Krylov space ``span{g, Hg, H²g, …}`` that the eigenvalue
-    estimate has already explored, so its iterations and backtracking trials need no further
-    double backward; candidates with ``Δ = 0`` (``λ₁`` above every ``|gᵢ|``) are free as well.
-    With ``λ₁ > 0`` the soft threshold leaves that space and each new direction costs one
-    product, as without the cache. Answers equal direct products up to rounding.
-
-    Parameters
-    ----------
-    hvp : callable
-        ``(B, d) -> (B, d)``: one Hessian-vector product per sample.
-    like : torch.Tensor
-        ``(B, d)``: batch size, dimension, dtype and device.
-    max_size : int
-        Basis vectors kept per sample (memory ``2·B·max_size·d``); later directions are still
-        used within their own query but not remembered.
-    """
-
-    def __init__(
-        self,
-        hvp: Callable[[torch.Tensor], torch.Tensor],
-        like: torch.Tensor,
-        max_size: int = 64,
-    ) -> None:
-        self.hvp = hvp
-        self.basis = like.new_zeros(like.shape[0], 0, like.shape[-1])
-        self.images = self.basis.clone()
-        self.max_size = max_size
-        self.rtol = 100 * torch.finfo(like.dtype).eps
-        self.products = 0  # real Hessian-vector products so far (diagnostics)
-
-    def __call__(self, vectors: torch.Tensor) -> torch.Tensor:
-        """``H v`` for ``(B, d)``, ``(B·k, d)`` (sample-major) or ``(B, k, d)`` vectors."""
-        batch, dim = self.basis.shape[0], self.basis.shape[-1]
-        v = vectors.reshape(batch, -1, dim)
-        coef = v.new_zeros(*v.shape[:2], 0)
-        residual = v
-        for _ in range(2):  # classical Gram–Schmidt twice: orthogonal to working precision
-            extra = residual @ self.basis.transpose(1, 2)
-            residual = residual - extra @ self.basis
-            coef = extra if coef.shape[-1] == 0 else coef + extra
-        out = coef @ self.images
-        limit = self.rtol * v.norm(dim=-1)
-        rows = torch.arange(batch, device=v.device)
-        for _ in range(v.shape[1]):
-            need = residual.norm(dim=-1) > limit
-            if not bool(need.any()):
-                break
-            # one new direction per sample per product: its first outstanding residual
-            has = need.any(dim=1)
-            direction = residual[rows, need.to(torch.uint8).argmax(dim=1)][:, None]
-            direction = (direction - (direction @ self.basis.transpose(1, 2)) @ self.basis)[:, 0]
-            norm = direction.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(v.dtype).tiny)
-            unit = torch.where(has[:, None], direction / norm, 0.0)
-            image = self.hvp(unit)
-            self.products += 1
-            weight = (residual * unit[:, None]).sum(-1, keepdim=True)
-            out = out + weight * image[:, None]
-            residual = residual - weight * unit[:, None]
-            if self.basis.shape[1] < self.max_size:
-                self.basis = torch.cat([self.basis, unit[:, None]], dim=1)
-                self.images = torch.cat([self.images, image[:, None]], dim=1)
-        return out.reshape(vectors.shape)
-
-    def top_eigenvalue(
-        self, start: torch.Tensor, n_iter: int = 10, rtol: float = 1e-3
-    ) -> torch.Tensor:
-        """Largest eigenvalue ``(B,)`` by Lanczos from ``start`` (``n_iter`` products at most).
-
-        The power iterates ``start, Hstart, H²start, …`` span the Krylov space that this cache
-        orthonormalises; the top eigenvalue of ``QᵀHQ`` on it (the Ritz value) is never below
-        the plain power-iteration estimate after as many products, and never above ``L``. Starts
-        from the gradient (close to the top eigenvector by seed 004 Theorem 4); stops once every
-        estimate changed by ≤ ``rtol`` (relative). Clamped at 0: only positive curvature limits
-        concavity.
-        """
-        vector = torch.where(start.norm(dim=-1, keepdim=True) > 0, start, 1.0)
-        value = torch.zeros(start.shape[0], dtype=start.dtype, device=start.device)
-        for _ in range(n_iter):
-            size = self.basis.shape[1]
-            self(vector)
-            if self.basis.shape[1] == size:  # Krylov space exhausted: the value is exact
-                break
-            projected = self.basis @ self.images.transpose(1, 2)
-            previous = value
-            value = torch.linalg.eigvalsh((projected + projected.transpose(1, 2)) / 2)[:, -1]
-            if bool(((value - previous).abs() <= rtol * value.abs()).all()):
-                break
-            vector = self.images[:, -1]  # H·(newest basis vector): the next Krylov direction
-        return value.clamp_min(0.0)
 
 
 class FactoredHessian:

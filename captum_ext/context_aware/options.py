@@ -114,7 +114,7 @@ class CASOOptions(CAFOOptions):
         ``"closed_form"``: factored ``Jᵀ(diag p − ppᵀ)J`` (piecewise-linear networks only; exact
         top eigenvalue; its Jacobian costs about one gradient per class); ``"autograd"``:
         double-backward HVPs and Lanczos (power iteration with Rayleigh–Ritz), cached on the
-        explored Krylov space (:class:`~captum_ext.context_aware.hessian.KrylovCache`); ``"auto"``:
+        explored Krylov space (:class:`~captum_ext.core.krylov.KrylovCache`); ``"auto"``:
         the closed form when every layer is piecewise linear and it is the cheaper one, i.e. for
         at most ``2·(power_iterations + n_iter·k)`` classes, ``k`` = ``n_lambda1`` with the λ₁
         search and 1 otherwise (40 classes by default); autograd otherwise (e.g. 1000-class

@@ -68,12 +68,13 @@ class _Relevance(torch.autograd.Function):
             return z.clone()
         # Hand out the detached output itself instead of a copy of a possibly large activation
         # (mark_dirty bumps only this output's version). The backward reads z through an alias
-        # and recomputes it from the saved inputs if the output was modified in place since
-        # (forward_hook records the version).
+        # and recomputes it from the saved inputs if the output was modified in place since.
         ctx.save_for_backward(*saved)
         ctx.saved_z = False
         if rule._needs_z:
             ctx.z = z.detach()
+            # autograd bumps a dirty output's version exactly once when forward returns
+            ctx.z_version = z._version + 1
         ctx.mark_dirty(z)
         return z
 
@@ -129,10 +130,7 @@ class LRPRule(PropagationRule):
                 f"{type(module).__name__} returning {type(outputs).__name__}."
             )
         layer = Layer.of(module) if isinstance(module, LINEAR_TYPES) else module
-        out = _Relevance.apply(self, layer, outputs.detach(), *inputs)
-        if out.grad_fn is not None:
-            out.grad_fn.z_version = out._version  # see _Relevance.forward
-        return out
+        return _Relevance.apply(self, layer, outputs.detach(), *inputs)
 
     @staticmethod
     def _output(layer: Any, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -155,8 +153,12 @@ class LRPRule(PropagationRule):
             self.relevance_input[r_out.device] = values[0] if len(values) == 1 else values
 
     def __repr__(self) -> str:
-        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
-        params = ", ".join(p for p in params.split(", ") if not p.startswith("relevance_"))
+        # Captum's LayerLRP adds relevance_input/relevance_output dicts to the rule at run time
+        params = ", ".join(
+            f"{key}={value!r}"
+            for key, value in vars(self).items()
+            if not key.startswith(("_", "relevance_"))
+        )
         return f"{type(self).__name__}({params})"
 
 
