@@ -31,6 +31,7 @@ What follows the abstract, and what is this project's derivation (methods.md §8
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 import weakref
@@ -53,6 +54,7 @@ from captum_ext.noise.statistics import Bounds, noise_std
 from quantus_metrics._base import QuantusDefaults
 
 __all__ = [
+    "ConvergenceOptions",
     "ConvergenceConstants",
     "ConvergenceResult",
     "Perturbation",
@@ -479,41 +481,12 @@ def _explained_output(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tor
     return out.gather(1, y.view(-1, 1)).squeeze(1).double()
 
 
-def convergence_constants(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    explain_func: ExplainFunc,
-    perturbation: Perturbation,
-    explain_func_kwargs: dict[str, Any] | None = None,
-    n_grid: Sequence[int] = (1, 2, 4, 8, 16, 32),
-    n_reference: int = 64,
-    t: float = 0.05,
-    delta: float = 0.05,
-    relative_t: bool = True,
-    theoretical: str | None = None,
-    beta: float = 1.0,
-    epsilon: float = 1e-6,
-    draws_per_call: int = 8,
-    norm_iterations: int = 64,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> ConvergenceResult:
-    """Convergence constants of ``explain_func`` under ``perturbation`` (see the module docs).
+@dataclass(frozen=True)
+class ConvergenceOptions:
+    """Settings of one convergence measurement (:func:`convergence_constants`).
 
     Parameters
     ----------
-    model : nn.Module
-        The explained model (never modified; only forward hooks are added and removed for the
-        LRP-ε bound).
-    x, y : torch.Tensor
-        Inputs ``(B, ...)`` and integer targets ``(B,)``.
-    explain_func : callable
-        Quantus signature ``explain_func(model=, inputs=np.ndarray, targets=np.ndarray,
-        **kwargs) -> np.ndarray``; called on ``draws_per_call`` stacked draws at a time.
-    perturbation : callable
-        ``perturb(x, generator) -> x'`` (see :func:`gaussian_perturbation`,
-        :func:`adaptgrad_perturbation`); it receives a stacked batch of copies.
     n_grid : sequence of int
         Strictly increasing N of the convergence curve; ``max(n_grid)`` draws feed it.
     n_reference : int
@@ -530,19 +503,78 @@ def convergence_constants(
         How many draws are stacked into one ``explain_func`` call.
     norm_iterations : int
         Krylov steps per layer norm of the gradient bound (see :func:`operator_norm`).
+    """
+
+    n_grid: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    n_reference: int = 64
+    t: float = 0.05
+    delta: float = 0.05
+    relative_t: bool = True
+    theoretical: str | None = None
+    beta: float = 1.0
+    epsilon: float = 1e-6
+    draws_per_call: int = 8
+    norm_iterations: int = 64
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_grid", _check_grid(self.n_grid))
+        check_positive_int("n_reference", self.n_reference)
+        check_positive("t", self.t)
+        check_open_unit("delta", self.delta)
+        check_positive_int("draws_per_call", self.draws_per_call)
+        check_positive("epsilon", self.epsilon)
+        check_positive_int("norm_iterations", self.norm_iterations)
+        if self.theoretical is not None and self.theoretical not in _THEORIES:
+            raise ValueError(
+                f"theoretical must be None or one of {_THEORIES}, got {self.theoretical!r}."
+            )
+
+    @classmethod
+    def of(cls, options: ConvergenceOptions | None = None, **overrides: Any) -> ConvergenceOptions:
+        """``options`` (or the defaults) with fields replaced by ``overrides``."""
+        base = cls() if options is None else options
+        return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def convergence_constants(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    explain_func: ExplainFunc,
+    perturbation: Perturbation,
+    explain_func_kwargs: dict[str, Any] | None = None,
+    options: ConvergenceOptions | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> ConvergenceResult:
+    """Convergence constants of ``explain_func`` under ``perturbation`` (see the module docs).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The explained model (never modified; only forward hooks are added and removed for the
+        LRP-ε bound).
+    x, y : torch.Tensor
+        Inputs ``(B, ...)`` and integer targets ``(B,)``.
+    explain_func : callable
+        Quantus signature ``explain_func(model=, inputs=np.ndarray, targets=np.ndarray,
+        **kwargs) -> np.ndarray``; called on ``draws_per_call`` stacked draws at a time.
+    perturbation : callable
+        ``perturb(x, generator) -> x'`` (see :func:`gaussian_perturbation`,
+        :func:`adaptgrad_perturbation`); it receives a stacked batch of copies.
+    options : ConvergenceOptions, optional
+        The measurement's settings; its fields can also be given by name (``n_grid=(1, 4)``).
     generator : torch.Generator, optional
         Private random stream for the draws (default: seeded 0); the global RNG is untouched.
     progress : bool
         Show a tqdm bar over the explain calls.
     """
-    grid = _check_grid(n_grid)
-    check_positive_int("n_reference", n_reference)
-    check_positive("t", t)
-    check_open_unit("delta", delta)
-    check_positive_int("draws_per_call", draws_per_call)
-    check_positive("epsilon", epsilon)
-    if theoretical is not None and theoretical not in _THEORIES:
-        raise ValueError(f"theoretical must be None or one of {_THEORIES}, got {theoretical!r}.")
+    opts = ConvergenceOptions.of(options, **overrides)
+    grid, n_reference, theoretical = opts.n_grid, opts.n_reference, opts.theoretical
+    t, delta, relative_t, draws_per_call = opts.t, opts.delta, opts.relative_t, opts.draws_per_call
+    beta, epsilon, norm_iterations = opts.beta, opts.epsilon, opts.norm_iterations
     if not torch.isfinite(x).all():
         raise ValueError("inputs contain NaN or Inf; clean them before measuring convergence.")
     rng = make_generator(generator)
@@ -672,9 +704,9 @@ class ConvergenceConstants(QuantusDefaults):
         Data range for ``"adaptgrad"``.
     confidence : float
         AdaptGrad's c.
-    n_grid, n_reference, t, delta, relative_t, theoretical, beta, epsilon, draws_per_call,
-    norm_iterations
-        See :func:`convergence_constants`.
+    options : ConvergenceOptions, optional
+        The measurement's settings (:class:`ConvergenceOptions`); its fields can also be given
+        by name (``n_grid=(1, 4)``, ``theoretical="gradient"``).
     score : str
         The per-sample score returned to Quantus: ``"relative_bound"`` (default), ``"bound"``,
         ``"hoeffding_n"``, ``"constant"`` or ``"relative_constant"``. Everything else of a call
@@ -714,21 +746,16 @@ class ConvergenceConstants(QuantusDefaults):
         sigma: float = 0.1,
         bounds: Bounds = (0.0, 1.0),
         confidence: float = 0.95,
-        n_grid: Sequence[int] = (1, 2, 4, 8, 16, 32),
-        n_reference: int = 64,
-        t: float = 0.05,
-        delta: float = 0.05,
-        relative_t: bool = True,
-        theoretical: str | None = None,
-        beta: float = 1.0,
-        epsilon: float = 1e-6,
-        draws_per_call: int = 8,
-        norm_iterations: int = 64,
+        options: ConvergenceOptions | None = None,
         score: str = "relative_bound",
         seed: int | None = None,
         generator: torch.Generator | None = None,
         **kwargs: Any,
     ) -> None:
+        fields = {f.name for f in dataclasses.fields(ConvergenceOptions)}
+        self.options = ConvergenceOptions.of(
+            options, **{k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        )
         super().__init__(**kwargs)
         if perturbation == "gaussian":
             self.perturbation: Perturbation = gaussian_perturbation(sigma)
@@ -743,26 +770,6 @@ class ConvergenceConstants(QuantusDefaults):
             )
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-        if theoretical is not None and theoretical not in _THEORIES:
-            raise ValueError(
-                f"theoretical must be None or one of {_THEORIES}, got {theoretical!r}."
-            )
-        self.n_grid = _check_grid(n_grid)
-        check_positive_int("n_reference", n_reference)
-        check_positive("t", t)
-        check_open_unit("delta", delta)
-        self.options = {
-            "n_grid": self.n_grid,
-            "n_reference": n_reference,
-            "t": t,
-            "delta": delta,
-            "relative_t": relative_t,
-            "theoretical": theoretical,
-            "beta": beta,
-            "epsilon": epsilon,
-            "draws_per_call": draws_per_call,
-            "norm_iterations": norm_iterations,
-        }
         self.score = score
         self.generator = make_generator(generator, seed)
         self.results: list[ConvergenceResult] = []
@@ -795,9 +802,9 @@ class ConvergenceConstants(QuantusDefaults):
             explain_func,
             self.perturbation,
             explain_func_kwargs,
+            self.options,
             generator=self.generator,
             progress=self.display_progressbar,
-            **self.options,
         )
 
     def evaluate_batch(
