@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from quantus import Metric
 from torch import nn
 
@@ -48,15 +49,43 @@ class QuantusDefaults(Metric):
 
     Keyword arguments a subclass does not consume (``abs``, ``normalise``, ``return_aggregate``,
     ``display_progressbar``, …) reach ``quantus.Metric`` unchanged, which rejects unknown ones.
+    ``x_batch``/``y_batch``/``a_batch`` may be tensors; their lengths are checked up front.
+
+    A metric that runs the explainer itself (on perturbed models or with injected relevance)
+    sets ``explains_itself = True``: Quantus then does not explain every batch once more before
+    ``evaluate_batch`` (an explanation the metric would discard, and one that Quantus'
+    ``assert_attributions`` rejects when it is constant, as a randomised model's legitimately
+    is). This is the one place the package overrides Quantus' ``batch_preprocess``.
     """
+
+    explains_itself = False
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{**BASE_DEFAULTS, **kwargs})
 
-    def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
+    def __call__(self, model: Any, x_batch: Any, y_batch: Any, **kwargs: Any) -> Any:
+        x_batch, y_batch = _numpy(x_batch), _numpy(y_batch)
+        if kwargs.get("a_batch") is not None:
+            kwargs["a_batch"] = _numpy(kwargs["a_batch"])
+        for name in ("y_batch", "a_batch"):
+            other = y_batch if name == "y_batch" else kwargs.get("a_batch")
+            if other is not None and len(other) != len(x_batch):
+                raise ValueError(f"x_batch has {len(x_batch)} samples but {name} has {len(other)}.")
         return super().__call__(
             model=model, x_batch=x_batch, y_batch=y_batch, **{**CALL_DEFAULTS, **kwargs}
         )
+
+    def batch_preprocess(self, data_batch: dict[str, Any]) -> dict[str, Any]:
+        if not self.explains_itself:
+            return super().batch_preprocess(data_batch)
+        custom = self.custom_batch_preprocess(**data_batch)
+        if custom is not None:
+            data_batch.update(custom)
+        return data_batch
+
+
+def _numpy(values: Any) -> Any:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
 
 
 def metric_defaults(kwargs: dict[str, Any], aggregate: Callable) -> dict[str, Any]:

@@ -34,9 +34,8 @@ from captum_ext.core import modified_backward
 from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, make_generator
 from captum_ext.core.validation import check_finite, check_positive_int
-from quantus_metrics._base import NORM_TYPES, mean_per_layer, metric_defaults
+from quantus_metrics._base import NORM_TYPES, QuantusDefaults, mean_per_layer, metric_defaults
 from quantus_metrics.explain import (
-    CallDefaults,
     MethodFactory,
     explain_func_from,
 )
@@ -292,7 +291,7 @@ def cosine_similarity_convergence(
     return result
 
 
-class CSC(CallDefaults):
+class CSC(QuantusDefaults):
     """Cosine similarity convergence (Sixt et al., 2020) as a ``quantus.Metric``.
 
     Each sample's score is ``{layer: median |cos|}`` from the model input up to the injection
@@ -341,6 +340,7 @@ class CSC(CallDefaults):
     model_applicability = {ModelType.TORCH}
     score_direction = ScoreDirection.LOWER
     evaluation_category = EvaluationCategory.RANDOMISATION
+    explains_itself = True
 
     def __init__(
         self,

@@ -19,7 +19,6 @@ from captum.attr import Attribution
 from torch import nn
 
 from captum_ext.core.modules import model_device_dtype
-from quantus_metrics._base import QuantusDefaults
 
 MethodFactory = Callable[[nn.Module], Attribution]
 
@@ -75,64 +74,3 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     explain.method_factory = method  # type: ignore[attr-defined]
     explain.__name__ = f"explain_{getattr(method, '__name__', type(method).__name__)}"
     return explain
-
-
-class CallDefaults(QuantusDefaults):
-    """``quantus.Metric`` whose call arguments besides the data have defaults.
-
-    ``quantus.evaluate`` calls metrics without ``channel_first``, ``model_predict_kwargs`` and
-    ``softmax``, which the base ``__call__`` requires; the metrics of this package default them.
-    """
-
-    def batch_preprocess(self, data_batch: dict[str, Any]) -> dict[str, Any]:
-        """Skip Quantus' lazy explanation of every batch: these metrics explain what they need.
-
-        (The base class would explain each batch once more and reject constant maps with
-        ``assert_attributions``; a randomised model legitimately produces them.)
-        """
-        custom = self.custom_batch_preprocess(**data_batch)
-        if custom is not None:
-            data_batch.update(custom)
-        return data_batch
-
-    def __call__(  # type: ignore[override]
-        self,
-        model: nn.Module,
-        x_batch: np.ndarray,
-        y_batch: np.ndarray | None,
-        a_batch: np.ndarray | None = None,
-        s_batch: np.ndarray | None = None,
-        channel_first: bool | None = None,
-        explain_func: Callable | None = None,
-        explain_func_kwargs: dict | None = None,
-        model_predict_kwargs: dict | None = None,
-        softmax: bool | None = False,
-        device: str | None = None,
-        batch_size: int = 64,
-        custom_batch: Any = None,
-        **kwargs: Any,
-    ) -> Any:
-        if isinstance(x_batch, torch.Tensor):
-            x_batch = x_batch.detach().cpu().numpy()
-        if isinstance(y_batch, torch.Tensor):
-            y_batch = y_batch.detach().cpu().numpy()
-        if y_batch is not None and len(y_batch) != len(x_batch):
-            raise ValueError(f"x_batch has {len(x_batch)} samples but y_batch has {len(y_batch)}.")
-        if a_batch is not None and len(a_batch) != len(x_batch):
-            raise ValueError(f"x_batch has {len(x_batch)} samples but a_batch has {len(a_batch)}.")
-        return super().__call__(
-            model=model,
-            x_batch=x_batch,
-            y_batch=y_batch,
-            a_batch=a_batch,
-            s_batch=s_batch,
-            channel_first=channel_first,
-            explain_func=explain_func,
-            explain_func_kwargs=explain_func_kwargs,
-            model_predict_kwargs=model_predict_kwargs,
-            softmax=softmax,
-            device=device,
-            batch_size=batch_size,
-            custom_batch=custom_batch,
-            **kwargs,
-        )

@@ -29,9 +29,8 @@ from tqdm.auto import tqdm
 from captum_ext.core.modules import model_device_dtype, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
 from captum_ext.core.validation import check_open_unit, check_positive_int
-from quantus_metrics._base import NORM_TYPES, mean_per_layer, metric_defaults
+from quantus_metrics._base import NORM_TYPES, QuantusDefaults, mean_per_layer, metric_defaults
 from quantus_metrics._bootstrap import bootstrap_ci
-from quantus_metrics.explain import CallDefaults
 from quantus_metrics.ssim import ReferenceSSIM, SSIMOptions, percentile_normalise, reduce_channels
 
 __all__ = [
@@ -118,13 +117,14 @@ def randomise_layer(module: nn.Module, seed: int, init: str = "default") -> None
             module.reset_parameters()
 
 
-class _SSIMScoring(CallDefaults):
+class _SSIMScoring(QuantusDefaults):
     """Shared configuration, map handling and bootstrap of the two SSIM metrics."""
 
     data_applicability = {DataType.IMAGE}
     model_applicability = {ModelType.TORCH}
     score_direction = ScoreDirection.LOWER
     evaluation_category = EvaluationCategory.RANDOMISATION
+    explains_itself = True
 
     _aggregate: Callable = staticmethod(np.mean)  # default aggregate_func
 
