@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from captum.attr import Attribution
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
-from scipy import stats
+from scipy import stats  # a dependency of quantus, not a new one
 from torch import nn
 from tqdm.auto import tqdm
 

@@ -1,6 +1,7 @@
 """AdaptGrad: gradient smoothing with data-adapted, per-feature Gaussian noise.
 
-Zhou et al., "AdaptGrad: adaptive sampling to reduce noise", 2025. The noise statistics (σ_i, κ,
+Zhou et al., "Rethinking the Principle of Gradient Smooth Methods in Model
+Explanation", 2025. The noise statistics (σ_i, κ,
 inherent noise) live in :mod:`captum_ext.noise.statistics`, the seeded tunnel in
 :mod:`captum_ext.noise.tunnel`; both are re-exported here.
 """

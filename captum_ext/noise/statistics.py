@@ -22,8 +22,8 @@ In the setting of the paper's Figure 3 (x uniform on [−2.12, 2.64], c = 0.95) 
 noise is 0.027067 with the two-sided κ and 0.013353 with the printed one; SmoothGrad with α = 0.2
 gives 0.159576.
 
-Reference: Zhou et al., "AdaptGrad: adaptive sampling to reduce noise", 2025 (eq. 6, 9, 10, 11–14,
-Figure 3).
+Reference: Zhou et al., "Rethinking the Principle of Gradient Smooth Methods in Model
+Explanation", 2025 (eq. 6, 9, 10, 11–14, Figure 3).
 """
 
 from __future__ import annotations
