@@ -1,13 +1,14 @@
-"""Convergence constants of averaged attributions (seed 000) as a Quantus metric.
+"""Convergence constants of averaged attributions (Binder et al., 2025) as a Quantus metric.
 
 Averaged explanations (SmoothGrad, AdaptGrad, NoiseGrad, test-time augmentation) are empirical
-means of ``N`` attribution maps of perturbed inputs. Seed 000 (Value bounds and convergence
-analysis for averages of LRP attributions, 2025; only its abstract is available to this project)
-states that component-wise bounds on the attribution give the multiplicative constants that
+means of ``N`` attribution maps of perturbed inputs. Binder, Takmil-Homayouni and Dogan, "Value
+bounds and convergence analysis for averages of LRP attributions" (2025; the abstract is public)
+state that component-wise bounds on the attribution give the multiplicative constants that
 govern how fast such means converge, and that these constants are independent of the weight norms
 for LRP-β but not for the gradient or LRP-ε.
 
-What follows the abstract, and what is this project's derivation (methods.md §8):
+What follows the abstract, and what is this project's derivation
+(``docs/convergence_bounds.md``):
 
 * **Abstract**: the component-wise bound B is what enters the convergence constant; LRP-αβ's
   bound is weight-norm free, the gradient's and LRP-ε's are not.
@@ -690,9 +691,9 @@ class ConvergenceConstants(QuantusDefaults):
     or any callable ``(x, generator) -> x'``), each sample gets the empirical component-wise
     bound ``B = max |a_i|`` over the draws, ``B / |f_c(x)|``, Hoeffding's
     ``N = 2B² ln(2/δ)/t²``, the measured convergence curve with its fitted ``C`` of
-    ``error ≈ C/√N``, and, on request, the analytic bound of methods.md §8 next to B. Which
-    parts come from seed 000's abstract and which are this project's derivation is set out in
-    the module docstring.
+    ``error ≈ C/√N``, and, on request, the analytic bound of ``docs/convergence_bounds.md`` next to
+    B. Which parts come from the paper's abstract and which are this project's derivation is set
+    out in the module docstring.
 
     Parameters
     ----------
