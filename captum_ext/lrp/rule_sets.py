@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from captum.attr._utils.custom_modules import Addition_Module
 from torch import nn
 from torchvision.ops import StochasticDepth
 
@@ -96,6 +97,7 @@ _SUM_POOL = (
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
     SumModule,
+    Addition_Module,  # Captum's residual-addition module
 )
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Modules whose gradient already routes relevance correctly.
