@@ -564,3 +564,18 @@ def test_stochastic_depth_passes_relevance():
     )
     model[2].rule = PassRule()
     assert LRP(model).attribute(x, target=0).shape == x.shape
+
+
+def test_default_refuses_activations_captum_has_no_rule_for():
+    # Like captum.attr.LRP, the default set has no rule for a sigmoid (even an unused one);
+    # the named sets pass relevance through every activation.
+    model = _two_layer()
+    model.add_module("sigmoid", nn.Sigmoid())
+    x = torch.randn(2, 3, dtype=D)
+    with pytest.raises(TypeError, match=r"'sigmoid' of type Sigmoid.*rule_set=EpsilonPlus\(\)"):
+        LRP(model).attribute(x, target=0)
+    with pytest.raises(TypeError, match="Sigmoid"):
+        LayerLRP(model, model.linear).attribute(x, target=0)
+    with pytest.raises(TypeError):
+        _captum(model, x, target=0)
+    assert LRP(model, rule_set=Epsilon()).attribute(x, target=0).shape == x.shape

@@ -32,7 +32,7 @@ from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
 from captum_ext.lrp.captum_rules import from_captum_rule
-from captum_ext.lrp.rule_sets import Epsilon, RuleSet
+from captum_ext.lrp.rule_sets import CaptumDefault, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
 
 __all__ = ["LRP", "LayerLRP"]
@@ -46,8 +46,9 @@ class LRP(CaptumLRP):
     model : nn.Module
         The model to explain; it is left bit-for-bit unchanged.
     rule_set : RuleSet, optional
-        Which rule each layer gets. The default, ``Epsilon(1e-9, stabilizer=1e-9)``, is
-        Captum's: with nothing configured the relevance equals :class:`captum.attr.LRP`'s.
+        Which rule each layer gets. The default, :class:`~captum_ext.lrp.CaptumDefault`, is
+        Captum's (LRP-ε with ε = 1e-9, no rule for activations other than ReLU and Tanh): with
+        nothing configured the relevance equals :class:`captum.attr.LRP`'s.
         The recommended set for image classifiers is one argument away:
         ``LRP(model, rule_set=EpsilonPlus())`` (or ``EpsilonGammaBox(low, high)``). A rule stored
         as ``module.rule`` overrides the rule set for that module; it may be one of ours or one
@@ -87,8 +88,8 @@ class LRP(CaptumLRP):
             )
         # Captum's LRP.__init__ explicitly: in LayerLRP's MRO super() would be Captum's LayerLRP.
         CaptumLRP.__init__(self, model)
-        # Captum's defaults (ε = 1e-9 everywhere), so an unconfigured drop-in agrees with it.
-        self.rule_set = Epsilon(1e-9, stabilizer=1e-9) if rule_set is None else rule_set
+        # Captum's defaults, so an unconfigured drop-in agrees with its parent.
+        self.rule_set = CaptumDefault() if rule_set is None else rule_set
         self.canonizers = None if canonizers is None else list(canonizers)
 
     def _rules(self) -> list[tuple[str, nn.Module, LRPRule]]:

@@ -47,6 +47,7 @@ __all__ = [
     "CONVOLUTIONS",
     "Alpha1Beta0",
     "AlphaBeta",
+    "CaptumDefault",
     "DeepTaylor",
     "Epsilon",
     "EpsilonAlpha2Beta1",
@@ -146,7 +147,13 @@ class RuleSet:
         Rule of the activations (:class:`PassRule`; :class:`GradientRule` keeps their gradient).
     batchnorm_rule : LRPRule
         Rule of BatchNorm layers that were not folded (default :class:`PassRule`).
+    activation_types : tuple of type
+        The activation modules ``activation_rule`` applies to (default ``ACTIVATIONS``, every
+        elementwise activation of ``torch.nn``); others need a rule of their own.
     """
+
+    # Appended to the error for a module without a rule.
+    _missing_hint = ""
 
     def __init__(
         self,
@@ -157,6 +164,7 @@ class RuleSet:
         stabilizer: float = 1e-6,
         activation_rule: LRPRule | None = None,
         batchnorm_rule: LRPRule | None = None,
+        activation_types: tuple[type, ...] = ACTIVATIONS,
     ) -> None:
         self.name_map = dict(name_map or {})
         self.first_map = list(first_map)
@@ -164,7 +172,7 @@ class RuleSet:
         batchnorm_rule = PassRule() if batchnorm_rule is None else batchnorm_rule
         self.layer_map = [
             *layer_map,
-            (ACTIVATIONS, activation_rule),
+            (tuple(activation_types), activation_rule),
             (_DROPOUT, PassRule()),
             (_SUM_POOL, NormRule(stabilizer)),
             (_BATCHNORM, batchnorm_rule),
@@ -209,7 +217,7 @@ class RuleSet:
                     f"{type(module).__name__}. Give it one: set `module.rule = PassRule()` (or "
                     "NormRule(), EpsilonRule(), …), or pass a rule set with "
                     f"name_map={{{name!r}: PassRule()}} or layer_map=[({type(module).__name__}, "
-                    "rule)]."
+                    f"rule)].{self._missing_hint}"
                 )
             if not rule.applies_to(module):
                 raise TypeError(rule.refusal(module, name))
@@ -228,13 +236,35 @@ class Epsilon(RuleSet):
     """LRP-ε on every linear-type layer (``epsilon=0``: LRP-0/LRP-z of Sixt et al. 2020).
 
     A BatchNorm that could not be folded gets the ε-rule of its affine map (``NormRule(ε)``),
-    as in :class:`captum.attr.LRP`. ``Epsilon(1e-9, stabilizer=1e-9)`` is what
-    :class:`~captum_ext.lrp.LRP` uses when no rule set is given: Captum's own defaults.
+    as in :class:`captum.attr.LRP` (:class:`CaptumDefault`, ``LRP``'s default, is this set
+    with ε = 1e-9 and Captum's short list of activations).
     """
 
     def __init__(self, epsilon: float = 1e-6, *, layer_map: LayerMap = (), **kwargs) -> None:
         kwargs.setdefault("batchnorm_rule", NormRule(epsilon))
         super().__init__([*layer_map, (LINEAR_TYPES, EpsilonRule(epsilon))], **kwargs)
+
+
+class CaptumDefault(Epsilon):
+    """What :class:`captum.attr.LRP` does when nothing is configured; ``LRP``'s default.
+
+    LRP-ε with ε = 1e-9 on linear layers, pooling, additions and unfolded BatchNorm, relevance
+    passed through ReLU, Tanh and Dropout, and, like Captum, no rule for any other activation:
+    passing relevance unchanged through a sigmoid or a GELU is a modelling choice, which the
+    named rule sets (e.g. :class:`EpsilonPlus`, :class:`Epsilon`) make for every activation.
+    Unlike Captum it handles every module type the rule sets know (Conv1d/3d, Flatten, …),
+    residual additions of torchvision ResNets and modules used more than once.
+    """
+
+    _missing_hint = (
+        " (LRP's default rule set mirrors captum.attr.LRP, which has no rule for this module; "
+        "rule_set=EpsilonPlus() or Epsilon() pass relevance through every activation.)"
+    )
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("activation_types", (nn.ReLU, nn.Tanh))
+        kwargs.setdefault("stabilizer", 1e-9)
+        super().__init__(1e-9, **kwargs)
 
 
 class AlphaBeta(RuleSet):
