@@ -43,9 +43,10 @@ N_VECTORS = 5
 def _methods() -> dict[str, Callable[[nn.Module], Any]]:
     methods: dict[str, Callable[[nn.Module], Any]] = {"Saliency": Saliency}
     try:  # captum_ext's LRP handles Flatten, BatchNorm and residual blocks (Captum's does not)
-        from captum_ext.lrp import LRP
+        from captum_ext.lrp import LRP, EpsilonPlus
 
-        methods["LRP"] = LRP
+        # The rule set these numbers were measured with (LRP's default is now Captum's).
+        methods["LRP"] = lambda model: LRP(model, rule_set=EpsilonPlus())
     except ImportError:
         pass
     return methods

@@ -142,3 +142,13 @@ def test_validation_messages():
     with pytest.raises(ValueError, match="one target per sample"):
         check_targets([1, 2, 3], torch.zeros(2, 10))
     check_targets([1, 2], torch.zeros(2, 10))
+    # Captum's per-sample tuple targets for outputs with more than two dimensions.
+    grid = torch.zeros(3, 2, 4)
+    check_targets([(0, 1), (1, 3), (1, 0)], grid)
+    check_targets((1, 2), grid)
+    with pytest.raises(ValueError, match="3 entries but the batch has 2"):
+        check_targets([(0, 1), (1, 3), (1, 0)], grid[:2])
+    with pytest.raises(ValueError, match=r"\(1, 4\) does not index"):
+        check_targets([(0, 1), (1, 4), (1, 0)], grid)
+    with pytest.raises(ValueError, match="does not index"):
+        check_targets((1,), grid)

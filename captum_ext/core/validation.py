@@ -58,25 +58,45 @@ def check_open_unit(name: str, value: float) -> None:
 
 
 def check_targets(target: object, output: torch.Tensor) -> None:
-    """Raise ``ValueError`` if integer class targets fall outside the model's output classes."""
+    """Raise ``ValueError`` if targets fall outside the model's outputs or miscount the batch.
+
+    Accepts every form Captum does: an int, a tuple (one index per output dimension after the
+    batch), a tensor, and a list of ints or of tuples (one per sample).
+    """
     if target is None or output.dim() < 2:
         return
     n_classes = output.shape[1]
     values: list[int] = []
+    tuples: list[tuple] = []
+    count = None
     if isinstance(target, int):
         values = [target]
+    elif isinstance(target, tuple):
+        tuples = [target]
     elif isinstance(target, torch.Tensor) and not target.is_floating_point():
         values = target.flatten().tolist()
-    elif isinstance(target, list) and all(isinstance(t, int) for t in target):
-        values = target
+        count = len(values)
+    elif isinstance(target, list):
+        count = len(target)
+        values = [t for t in target if isinstance(t, int)]
+        tuples = [t for t in target if isinstance(t, tuple)]
     bad = [t for t in values if not -n_classes <= t < n_classes]
+    for index in tuples:
+        shape = output.shape[1:]
+        if len(index) != len(shape) or not all(
+            isinstance(i, int) and -n <= i < n for i, n in zip(index, shape)
+        ):
+            raise ValueError(
+                f"target {index} does not index an output of shape {tuple(shape)} per sample; "
+                "a tuple target needs one in-range index per output dimension after the batch."
+            )
     if bad:
         raise ValueError(
             f"target {bad[:5]} out of range for a model with {n_classes} outputs "
             f"(valid: 0..{n_classes - 1})."
         )
-    if isinstance(target, (list, torch.Tensor)) and len(values) not in (1, output.shape[0]):
+    if count is not None and count not in (1, output.shape[0]):
         raise ValueError(
-            f"target has {len(values)} entries but the batch has {output.shape[0]} samples; "
+            f"target has {count} entries but the batch has {output.shape[0]} samples; "
             "give one target per sample or a single target for all."
         )

@@ -31,7 +31,8 @@ from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
-from captum_ext.lrp.rule_sets import EpsilonPlus, RuleSet
+from captum_ext.lrp.captum_rules import from_captum_rule
+from captum_ext.lrp.rule_sets import CaptumDefault, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
 
 __all__ = ["LRP", "LayerLRP"]
@@ -45,8 +46,15 @@ class LRP(CaptumLRP):
     model : nn.Module
         The model to explain; it is left bit-for-bit unchanged.
     rule_set : RuleSet, optional
-        Which rule each layer gets (default :class:`~captum_ext.lrp.EpsilonPlus`). A rule stored
-        as ``module.rule`` (one of ours) overrides the rule set for that module.
+        Which rule each layer gets. The default, :class:`~captum_ext.lrp.CaptumDefault`, is
+        Captum's (LRP-ε with ε = 1e-9, no rule for activations other than ReLU and Tanh): with
+        nothing configured the relevance equals :class:`captum.attr.LRP`'s.
+        The recommended set for image classifiers is one argument away:
+        ``LRP(model, rule_set=EpsilonPlus())`` (or ``EpsilonGammaBox(low, high)``). A rule stored
+        as ``module.rule`` overrides the rule set for that module; it may be one of ours or one
+        of Captum's (``EpsilonRule``, ``GammaRule``, ``Alpha1_Beta0_Rule``, ``IdentityRule``),
+        translated by :func:`captum_ext.lrp.captum_rules.from_captum_rule` so that it gives
+        Captum's numbers.
     canonizers : sequence of Canonizer, optional
         Applied for the duration of each call and undone afterwards. Default:
         ``NoInplaceActivations``, ``MergeBatchNorm``, ``ResNetCanonizer`` (VGG, VGG-BN and ResNet
@@ -80,22 +88,16 @@ class LRP(CaptumLRP):
             )
         # Captum's LRP.__init__ explicitly: in LayerLRP's MRO super() would be Captum's LayerLRP.
         CaptumLRP.__init__(self, model)
-        self.rule_set = EpsilonPlus() if rule_set is None else rule_set
+        # Captum's defaults, so an unconfigured drop-in agrees with its parent.
+        self.rule_set = CaptumDefault() if rule_set is None else rule_set
         self.canonizers = None if canonizers is None else list(canonizers)
 
     def _rules(self) -> list[tuple[str, nn.Module, LRPRule]]:
         user_rules = {
-            name: module.rule
+            name: from_captum_rule(module.rule, module, name)
             for name, module in self.model.named_modules()
             if getattr(module, "rule", None) is not None
         }
-        for name, rule in user_rules.items():
-            if not isinstance(rule, LRPRule):
-                raise TypeError(
-                    f"module {name!r} has rule {type(rule).__name__}, a Captum rule; "
-                    "captum_ext.lrp.LRP needs captum_ext.lrp rules (EpsilonRule, GammaRule, "
-                    "ZPlusRule, PassRule, …), which also work with captum.attr.LRP."
-                )
         return self.rule_set.resolve(self.model, overrides=user_rules)
 
     @contextmanager
@@ -212,6 +214,40 @@ class _Capture:
         self.handle.remove()
 
 
+class _Captures:
+    """One :class:`_Capture` per layer; ``tensors`` concatenates theirs for a single backward."""
+
+    def __init__(self, layers: list[nn.Module], to_input: bool) -> None:
+        self.parts = []
+        try:
+            for layer in layers:
+                self.parts.append(_Capture(layer, to_input))
+        except BaseException:
+            self.remove()
+            raise
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        missing = [i for i, part in enumerate(self.parts) if not part.tensors]
+        if missing:
+            raise RuntimeError(
+                f"LayerLRP: layer(s) at position {missing} of the layer list were not used in "
+                "the forward pass."
+            )
+        return tuple(t for part in self.parts for t in part.tensors)
+
+    def split(self, values: tuple[torch.Tensor, ...]) -> list[tuple[torch.Tensor, ...]]:
+        chunks, start = [], 0
+        for part in self.parts:
+            chunks.append(tuple(values[start : start + len(part.tensors)]))
+            start += len(part.tensors)
+        return chunks
+
+    def remove(self) -> None:
+        for part in self.parts:
+            part.remove()
+
+
 class LayerLRP(LRP, CaptumLayerLRP):
     """Relevance at a layer's output (or input) under a rule set; see :class:`LRP`.
 
@@ -219,8 +255,9 @@ class LayerLRP(LRP, CaptumLayerLRP):
     ----------
     model : nn.Module
         The model.
-    layer : nn.Module
-        The layer whose output (or input) relevance is returned.
+    layer : nn.Module or list of nn.Module
+        The layer whose output (or input) relevance is returned, or a list of layers (one
+        backward pass serves them all; the results come as a list, as in Captum).
     rule_set, canonizers
         As in :class:`LRP`.
     """
@@ -228,10 +265,13 @@ class LayerLRP(LRP, CaptumLayerLRP):
     def __init__(
         self,
         model: nn.Module,
-        layer: nn.Module,
+        layer: nn.Module | list[nn.Module],
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
     ) -> None:
+        layers = layer if isinstance(layer, list) else [layer]
+        if not layers or not all(isinstance(m, nn.Module) for m in layers):
+            raise TypeError("layer must be an nn.Module or a non-empty list of nn.Module.")
         LRP.__init__(self, model, rule_set, canonizers)
         self.layer = layer
         self.device_ids = None
@@ -249,18 +289,26 @@ class LayerLRP(LRP, CaptumLayerLRP):
         """Relevance of ``layer``'s output (``attribute_to_layer_input=False``) or input.
 
         Returns a tensor (a tuple for a multi-input layer's input), plus the convergence delta
-        ``f_c(x) − Σ relevance`` when ``return_convergence_delta``.
+        ``f_c(x) − Σ relevance`` when ``return_convergence_delta``. For a list of layers both are
+        lists with one entry per layer.
         """
-        relevance, output, _ = self._relevance_of(
+        layers = self.layer if isinstance(self.layer, list) else [self.layer]
+        relevance, output, captured = self._relevance_of(
             inputs,
             target,
             additional_forward_args,
-            capture=lambda model: _Capture(self.layer, attribute_to_layer_input),
+            capture=lambda model: _Captures(layers, attribute_to_layer_input),
         )
-        result = relevance[0] if len(relevance) == 1 else relevance
+        results, deltas = [], []
+        for chunk in captured.split(relevance):
+            results.append(chunk[0] if len(chunk) == 1 else chunk)
+            if return_convergence_delta:
+                deltas.append(self.compute_convergence_delta(chunk, output))
+        if not isinstance(self.layer, list):
+            results, deltas = results[0], (deltas[0] if deltas else None)
         if return_convergence_delta:
-            return result, self.compute_convergence_delta(relevance, output)
-        return result
+            return results, deltas
+        return results
 
 
 @register_modified_backward(LRP)

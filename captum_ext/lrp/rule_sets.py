@@ -22,10 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from captum.attr._utils.custom_modules import Addition_Module
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from captum_ext.lrp._layer import LINEAR_TYPES
-from captum_ext.lrp.canonizers import SumModule
+from captum_ext.lrp.canonizers import SumModule, is_folded
 from captum_ext.lrp.rules import (
     AlphaBetaRule,
     EpsilonRule,
@@ -45,6 +47,7 @@ __all__ = [
     "CONVOLUTIONS",
     "Alpha1Beta0",
     "AlphaBeta",
+    "CaptumDefault",
     "DeepTaylor",
     "Epsilon",
     "EpsilonAlpha2Beta1",
@@ -78,7 +81,15 @@ ACTIVATIONS = (
     nn.Hardswish,
     nn.Hardsigmoid,
 )
-_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+# Identities in eval mode (torchvision's StochasticDepth: EfficientNet, ConvNeXt, Swin).
+_DROPOUT = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    StochasticDepth,
+)
 _SUM_POOL = (
     nn.AvgPool1d,
     nn.AvgPool2d,
@@ -87,6 +98,7 @@ _SUM_POOL = (
     nn.AdaptiveAvgPool2d,
     nn.AdaptiveAvgPool3d,
     SumModule,
+    Addition_Module,  # Captum's residual-addition module
 )
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 # Modules whose gradient already routes relevance correctly.
@@ -108,9 +120,18 @@ class RuleSet:
 
     Precedence: ``name_map`` (exact names from ``model.named_modules()``), then ``first_map``
     (applied to the first module, in registration order, whose type it lists), then
-    ``layer_map`` (first matching entry wins), then the defaults: activations and Dropout →
-    :class:`PassRule`, sum/average pooling and residual additions → :class:`NormRule`,
-    BatchNorm that was not folded → :class:`PassRule`, max pooling and reshapes → the gradient.
+    ``layer_map`` (first matching entry wins), then the defaults: activations, Dropout and
+    ``StochasticDepth`` → :class:`PassRule`, sum/average pooling and residual additions →
+    :class:`NormRule`, BatchNorm that was not folded → ``batchnorm_rule``, max pooling and
+    reshapes → the gradient.
+
+    A BatchNorm that the ``MergeBatchNorm`` canonizer cannot fold into a linear layer (one that
+    follows a ReLU, or precedes its convolution as in DenseNet) is a per-channel affine map
+    ``y = a·x + c`` standing alone. Its treatment is a choice of the rule set:
+    :class:`PassRule` by default (relevance is conserved and keeps its sign; the shift ``c`` takes
+    no share), the ε-rule of the affine map (``NormRule(ε)``) in :class:`Epsilon`, as
+    :class:`captum.attr.LRP` does, and the gradient in :class:`ExcitationBackprop`, as zennit does
+    for layers without a rule.
 
     Parameters
     ----------
@@ -124,7 +145,15 @@ class RuleSet:
         ε of the default :class:`NormRule`.
     activation_rule : LRPRule
         Rule of the activations (:class:`PassRule`; :class:`GradientRule` keeps their gradient).
+    batchnorm_rule : LRPRule
+        Rule of BatchNorm layers that were not folded (default :class:`PassRule`).
+    activation_types : tuple of type
+        The activation modules ``activation_rule`` applies to (default ``ACTIVATIONS``, every
+        elementwise activation of ``torch.nn``); others need a rule of their own.
     """
+
+    # Appended to the error for a module without a rule.
+    _missing_hint = ""
 
     def __init__(
         self,
@@ -134,16 +163,19 @@ class RuleSet:
         *,
         stabilizer: float = 1e-6,
         activation_rule: LRPRule | None = None,
+        batchnorm_rule: LRPRule | None = None,
+        activation_types: tuple[type, ...] = ACTIVATIONS,
     ) -> None:
         self.name_map = dict(name_map or {})
         self.first_map = list(first_map)
         activation_rule = PassRule() if activation_rule is None else activation_rule
+        batchnorm_rule = PassRule() if batchnorm_rule is None else batchnorm_rule
         self.layer_map = [
             *layer_map,
-            (ACTIVATIONS, activation_rule),
+            (tuple(activation_types), activation_rule),
             (_DROPOUT, PassRule()),
             (_SUM_POOL, NormRule(stabilizer)),
-            (_BATCHNORM, PassRule()),
+            (_BATCHNORM, batchnorm_rule),
             (_ROUTING, GradientRule()),
         ]
         for rule in [*self.name_map.values(), *(r for _, r in [*self.first_map, *self.layer_map])]:
@@ -175,6 +207,8 @@ class RuleSet:
             if rule is None and not first_done:
                 rule = _match(self.first_map, module)
                 first_done = rule is not None
+            if rule is None and isinstance(module, _BATCHNORM) and is_folded(module):
+                rule = PassRule()  # an identity while folded: passing is exact
             if rule is None:
                 rule = _match(self.layer_map, module)
             if rule is None:
@@ -183,14 +217,10 @@ class RuleSet:
                     f"{type(module).__name__}. Give it one: set `module.rule = PassRule()` (or "
                     "NormRule(), EpsilonRule(), …), or pass a rule set with "
                     f"name_map={{{name!r}: PassRule()}} or layer_map=[({type(module).__name__}, "
-                    "rule)]."
+                    f"rule)].{self._missing_hint}"
                 )
             if not rule.applies_to(module):
-                raise TypeError(
-                    f"{type(rule).__name__} cannot handle module {name!r} of type "
-                    f"{type(module).__name__}; it supports "
-                    f"{', '.join(t.__name__ for t in rule.layer_types)}."
-                )
+                raise TypeError(rule.refusal(module, name))
             resolved.append((name, module, rule))
         return resolved
 
@@ -203,10 +233,38 @@ def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:
 
 
 class Epsilon(RuleSet):
-    """LRP-ε on every linear-type layer (``epsilon=0``: LRP-0/LRP-z of seed 001)."""
+    """LRP-ε on every linear-type layer (``epsilon=0``: LRP-0/LRP-z of Sixt et al. 2020).
+
+    A BatchNorm that could not be folded gets the ε-rule of its affine map (``NormRule(ε)``),
+    as in :class:`captum.attr.LRP` (:class:`CaptumDefault`, ``LRP``'s default, is this set
+    with ε = 1e-9 and Captum's short list of activations).
+    """
 
     def __init__(self, epsilon: float = 1e-6, *, layer_map: LayerMap = (), **kwargs) -> None:
+        kwargs.setdefault("batchnorm_rule", NormRule(epsilon))
         super().__init__([*layer_map, (LINEAR_TYPES, EpsilonRule(epsilon))], **kwargs)
+
+
+class CaptumDefault(Epsilon):
+    """What :class:`captum.attr.LRP` does when nothing is configured; ``LRP``'s default.
+
+    LRP-ε with ε = 1e-9 on linear layers, pooling, additions and unfolded BatchNorm, relevance
+    passed through ReLU, Tanh and Dropout, and, like Captum, no rule for any other activation:
+    passing relevance unchanged through a sigmoid or a GELU is a modelling choice, which the
+    named rule sets (e.g. :class:`EpsilonPlus`, :class:`Epsilon`) make for every activation.
+    Unlike Captum it handles every module type the rule sets know (Conv1d/3d, Flatten, …),
+    residual additions of torchvision ResNets and modules used more than once.
+    """
+
+    _missing_hint = (
+        " (LRP's default rule set mirrors captum.attr.LRP, which has no rule for this module; "
+        "rule_set=EpsilonPlus() or Epsilon() pass relevance through every activation.)"
+    )
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("activation_types", (nn.ReLU, nn.Tanh))
+        kwargs.setdefault("stabilizer", 1e-9)
+        super().__init__(1e-9, **kwargs)
 
 
 class AlphaBeta(RuleSet):
@@ -302,10 +360,15 @@ class EpsilonGammaBox(RuleSet):
 
 
 class ExcitationBackprop(RuleSet):
-    """z⁺ on every linear-type layer, activations keep their gradient (Zhang et al. 2018)."""
+    """z⁺ on every linear-type layer, activations keep their gradient (Zhang et al. 2018).
+
+    Excitation backprop defines probabilities only through linear layers; every other module,
+    including a BatchNorm that could not be folded (DenseNet), keeps its gradient, as in zennit.
+    """
 
     def __init__(self, stabilizer: float = 1e-6, *, layer_map: LayerMap = (), **kwargs) -> None:
         kwargs.setdefault("activation_rule", GradientRule())
+        kwargs.setdefault("batchnorm_rule", GradientRule())
         rules = [*layer_map, (LINEAR_TYPES, ZPlusRule(stabilizer))]
         super().__init__(rules, stabilizer=stabilizer, **kwargs)
 

@@ -119,6 +119,14 @@ class LRPRule(PropagationRule):
     def applies_to(self, module: nn.Module) -> bool:
         return isinstance(module, self.layer_types)
 
+    def refusal(self, module: nn.Module, name: str = "") -> str:
+        """Why this rule cannot handle ``module`` (used in the error a rule set raises)."""
+        return (
+            f"{type(self).__name__} cannot handle module {name!r} of type "
+            f"{type(module).__name__}; it supports "
+            f"{', '.join(t.__name__ for t in self.layer_types)}."
+        )
+
     def forward_hook(self, module: nn.Module, inputs: Any, outputs: Any) -> Any:
         """Route ``outputs`` through this rule's relevance backward (forward hook signature)."""
         inputs = inputs if isinstance(inputs, tuple) else (inputs,)
@@ -438,30 +446,54 @@ class FlatRule(_InputFreeRule):
 class NormRule(LRPRule):
     """Normalise by the output: ``R_k = x_k ⊙ J_kᵀ(R_out / stab(f(x)))`` for every input ``k``.
 
-    For sum and average pooling and residual additions (any module linear in its inputs, without
-    parameters); conserves relevance.
+    For sum and average pooling and residual additions (modules linear in their inputs, without
+    parameters) it conserves relevance. On an affine module without a rule of its own (a
+    BatchNorm that could not be folded) it is the ε-rule of that affine map, which is what
+    Captum's ``EpsilonRule`` computes there. Linear and convolution layers are refused by name:
+    their rules (:class:`EpsilonRule`, …) take the weights into account.
 
     Parameters
     ----------
     stabilizer : float
-        ε of the denominator's stabiliser.
+        ε ≥ 0 of the denominator's stabiliser (0: an output of exactly 0 passes nothing).
     """
 
     layer_types: tuple[type, ...] = (nn.Module,)
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
-        self.stabilizer = _check_stabilizer(stabilizer)
+        check_positive("stabilizer", stabilizer, allow_zero=True)
+        self.stabilizer = float(stabilizer)
+
+    def applies_to(self, module: nn.Module) -> bool:
+        return not isinstance(module, LINEAR_TYPES)
+
+    def refusal(self, module: nn.Module, name: str = "") -> str:
+        if isinstance(module, LINEAR_TYPES):
+            return (
+                f"NormRule cannot handle module {name!r} of type {type(module).__name__}: it "
+                "is for parameter-free modules (pooling, additions) and would ignore the "
+                "weights; give Linear/Conv layers EpsilonRule(), ZPlusRule(), GammaRule(), …"
+            )
+        return super().refusal(module, name)
+
+    def forward_hook(self, module: nn.Module, inputs: Any, outputs: Any) -> Any:
+        if not self.applies_to(module):
+            # Also reached through captum.attr.LRP, which never asks applies_to.
+            raise TypeError(self.refusal(module))
+        return super().forward_hook(module, inputs, outputs)
 
     def relevance(self, layer, inputs, z, r_out):
-        s = torch.div(r_out, stabilize(z, self.stabilizer))
+        s = safe_divide(r_out, stabilize(z, self.stabilizer))
         if isinstance(layer, SumModule) and all(x.shape == z.shape for x in inputs):
             # a + b: the vector–Jacobian product is s for each summand, no autograd needed.
             return tuple(x * s for x in inputs)
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_() for x in inputs]
             # .forward, not __call__: calling the module would re-enter this very hook.
-            grads = torch.autograd.grad(layer.forward(*leaves), leaves, s)
-        return tuple(x * g for x, g in zip(inputs, grads, strict=True))
+            grads = torch.autograd.grad(layer.forward(*leaves), leaves, s, allow_unused=True)
+        return tuple(
+            torch.zeros_like(x) if g is None else x * g for x, g in zip(inputs, grads, strict=True)
+        )
 
 
 class PassRule(LRPRule):

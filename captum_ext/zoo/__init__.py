@@ -17,6 +17,7 @@ from captum_ext.zoo.models import (
     SmallVGG,
     torchvision_model,
 )
+from captum_ext.zoo.real import efficientnet_lite0, imagenet_samples, mnist_digits
 from captum_ext.zoo.training import default_cache_dir, train_digits_cnn
 
 __all__ = [
@@ -27,7 +28,10 @@ __all__ = [
     "SmallVGG",
     "default_cache_dir",
     "digits_split",
+    "efficientnet_lite0",
     "imagenet_bounds",
+    "imagenet_samples",
+    "mnist_digits",
     "natural_image_batch",
     "torchvision_model",
     "train_digits_cnn",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from captum.attr import InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
 
-from captum_ext.lrp import LRP
+from captum_ext.lrp import LRP, EpsilonPlus
 from captum_ext.noise.adaptgrad import AdaptGrad
 from captum_ext_report.context import ReportContext, Section
 from captum_ext_report.plotting import heatmap_grid, line_plot, markdown_table
@@ -39,7 +39,7 @@ def _maps(ctx: ReportContext, x: torch.Tensor, y: torch.Tensor, samples: int) ->
         "IntegratedGradients": lambda: IntegratedGradients(model).attribute(
             x, target=y, n_steps=ctx.size(32, 8), internal_batch_size=64
         ),
-        "LRP (EpsilonPlus)": lambda: LRP(model).attribute(x, target=y),
+        "LRP (EpsilonPlus)": lambda: LRP(model, rule_set=EpsilonPlus()).attribute(x, target=y),
     }
     return {name: make().detach() for name, make in makers.items() if ctx.wants_method(name)}
 
