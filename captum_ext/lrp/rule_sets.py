@@ -26,8 +26,9 @@ from captum.attr._utils.custom_modules import Addition_Module
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from captum_ext.core.canonization import is_folded
 from captum_ext.lrp._layer import LINEAR_TYPES
-from captum_ext.lrp.canonizers import SumModule, is_folded
+from captum_ext.lrp.canonizers import SumModule
 from captum_ext.lrp.rules import (
     AlphaBetaRule,
     EpsilonRule,
