@@ -230,10 +230,8 @@ def cosine_similarity_convergence(
                 return None
             # The module receives a copy so that hooks a method puts on its input (e.g. LRP's
             # "multiply by the activation") act between the copy and the tensor we read.
-            # The model input (or a plain copy a mechanism made of it) is reported as "input".
-            if args[0] is not repeated and not (
-                args[0].shape == repeated.shape and torch.equal(args[0], repeated)
-            ):
+            # The model input itself is reported as "input".
+            if args[0] is not repeated:
                 captured[name] = args[0]
                 if "output" not in injection and name not in below:
                     below.append(name)
@@ -244,17 +242,9 @@ def cosine_similarity_convergence(
     def capture_output(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         injection["output"] = output
 
-    def new_pass(module: nn.Module, args: tuple[Any, ...]) -> None:
-        # Some mechanisms (Captum LRP) run the model twice per forward; keep the last pass,
-        # the one that builds the relevance graph.
-        captured.clear()
-        below.clear()
-        injection.clear()
-
     handles = []
     try:
         with modified_backward(method) as forward:
-            handles.append(model.register_forward_pre_hook(new_pass))
             for name in traced:
                 handles.append(modules[name].register_forward_pre_hook(capture_input(name)))
             if layer is not None:

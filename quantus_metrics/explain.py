@@ -68,7 +68,15 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
-        attribution = method(model).attribute(x, target=target, **options)
+        before = {module: set(vars(module)) for module in model.modules()}
+        try:
+            attribution = method(model).attribute(x, target=target, **options)
+        finally:
+            # Captum's own LRP leaves an ``activations`` dict on every layer; take back whatever
+            # attribute an attribution call added, so the user's model stays as it was.
+            for module, names in before.items():
+                for name in set(vars(module)) - names:
+                    delattr(module, name)
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]

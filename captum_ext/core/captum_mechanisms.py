@@ -2,21 +2,23 @@
 
 Saliency and InputXGradient need nothing; Guided Backprop, Deconvolution and every other
 ``ModifiedReluGradientAttribution`` keep Captum's ReLU hooks installed for the caller's backward;
-Captum's ``LRP`` keeps its rules and relevance hooks installed.
+Captum's ``LRP`` runs through the one-pass LRP of :mod:`captum_ext.lrp` with the same rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-import torch
 from captum.attr import LRP, Attribution, InputXGradient, Saliency
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 
 from captum_ext.core.gradients import relu_hooks
-from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
+from captum_ext.core.modified_backward import (
+    ForwardFn,
+    modified_backward,
+    register_modified_backward,
+)
 from captum_ext.core.modules import model_of
 
 
@@ -36,37 +38,12 @@ def _captum_relu_hooks(method: ModifiedReluGradientAttribution) -> Iterator[Forw
 @register_modified_backward(LRP)
 @contextmanager
 def _captum_lrp(method: LRP) -> Iterator[ForwardFn]:
-    # Captum's LRP needs two passes per forward: one that records activations and lets rules
-    # change weights, and one under pre-hooks that builds the relevance graph. Each call of the
-    # yielded function does both, so the caller sees a single ordinary forward.
-    method.verbose = False
-    method._original_state_dict = method.model.state_dict()
-    method.layers = []
-    method._get_layers(method.model)
-    user_rules = {layer: layer.rule for layer in method.layers if hasattr(layer, "rule")}
-    method.backward_handles = []
-    method.forward_handles = []
+    # Captum's own LRP needs two forward passes per call, driven through its private members.
+    # The LRP package computes the same relevance in one pass (Captum's rule objects set as
+    # ``module.rule`` are translated, unconfigured layers get Captum's defaults), so Captum's
+    # class runs through it. Imported here, on use, because the LRP package registers itself
+    # with this core.
+    from captum_ext.lrp import LRP as OnePassLRP
 
-    def forward(*inputs: torch.Tensor, additional_forward_args: Any = None) -> torch.Tensor:
-        method._remove_backward_hooks()
-        method._remove_forward_hooks()
-        method.backward_handles, method.forward_handles = [], []
-        for layer in method.layers:
-            layer.activations = {}
-        method._compute_output_and_change_weights(inputs, None, additional_forward_args)
-        method._register_forward_hooks()
-        extra = additional_forward_args
-        extra = () if extra is None else extra if isinstance(extra, tuple) else (extra,)
-        return method._forward_fn_wrapper(*inputs, *extra)
-
-    try:
-        method._check_and_attach_rules()
+    with modified_backward(OnePassLRP(method.model)) as forward:
         yield forward
-    finally:
-        method._restore_model()
-        for layer in method.layers:
-            layer.__dict__.pop("activations", None)  # Captum leaves these behind
-        # Captum deletes every rule (captum #1059); put back the ones the user had set.
-        for layer, rule in user_rules.items():
-            if rule is not None and not hasattr(layer, "rule"):
-                layer.rule = rule
