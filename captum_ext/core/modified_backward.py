@@ -81,6 +81,8 @@ def _import_registrations() -> None:
         "captum_ext.rectgrad",
         "captum_ext.pattern",
         "captum_ext.deeplift",
+        "captum_ext.deeplift_linear",
+        "captum_ext.contrastive",
     ):
         try:
             importlib.import_module(module)
