@@ -19,7 +19,8 @@ second to the first singular value of the product, ``σ₂/σ₁`` (0 for rank 1
   ``Δ(A_k) Πᵢ<ₖ tanh(Δ(Aᵢ)/4)`` — the rigorous exponential rate behind Theorem 1.
 - :func:`pattern_spectra` (Figure 3): ``σ₁/σ₂`` of the PatternNet patterns ``A``, the weights
   ``W`` and ``W ⊙ A`` per layer, of their 1×1 kernel slices, and of the inter-layer chain
-  members ``T_l = √Σ_l V_l U_{l+1} √Σ_{l+1}`` (with ``(·)ᵀ = UΣV`` per layer).
+  members ``T_l = √Σ_l V_l U_{l+1} √Σ_{l+1}`` (with ``(·)ᵀ = UΣV`` per layer), computed from
+  Gram-matrix eigendecompositions (ratios above 1e7 are not resolved and reported as ``inf``).
 
 Derivations of the closed-form rates: ``docs/explanations_lie.md``.
 """
@@ -257,9 +258,30 @@ class PatternSpectra:
     inter_layer: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+_RESOLUTION = 1e-7  # σ₂/σ₁ below this is not resolved by the Gram eigenvalues: reported as inf
+
+
+def _gram_eig(matrix: np.ndarray, left: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Squared singular values (descending) and the matching singular vectors of ``matrix``.
+
+    ``left=True``: eigenvectors of ``MMᵀ`` (left singular vectors, as columns); otherwise of
+    ``MᵀM`` (right singular vectors, as columns). An eigendecomposition of the Gram matrix is
+    used instead of an SVD, which is far slower for the large dense layers on CPUs.
+    """
+    gram = matrix @ matrix.T if left else matrix.T @ matrix
+    values, vectors = np.linalg.eigh(gram)
+    order = np.argsort(values)[::-1]
+    return np.clip(values[order], 0.0, None), vectors[:, order]
+
+
 def _ratio_1_2(matrix: np.ndarray) -> float:
-    s = np.linalg.svd(matrix, compute_uv=False)
-    return float(s[0] / s[1]) if s.size > 1 and s[1] > 0 else float("inf")
+    """σ₁/σ₂ from the eigenvalues of the smaller Gram matrix (inf beyond 1/_RESOLUTION)."""
+    if min(matrix.shape) < 2:
+        return float("inf")
+    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix
+    values = np.sort(np.clip(np.linalg.eigvalsh(gram), 0.0, None))[::-1]
+    s1, s2 = np.sqrt(values[:2])
+    return float(s1 / s2) if s2 > _RESOLUTION * s1 else float("inf")
 
 
 def _slices(tensor: np.ndarray) -> np.ndarray:
@@ -305,17 +327,22 @@ def pattern_spectra(patterns: dict[str, torch.Tensor], model: nn.Module) -> Patt
     for kind, by_layer in matrices.items():
         result.full[kind] = {n: _ratio_1_2(m.reshape(m.shape[0], -1)) for n, m in by_layer.items()}
         result.sliced[kind] = {
-            n: np.array([_ratio_1_2(s) for s in _slices(m)]) for n, m in by_layer.items()
+            # a dense layer is its own single slice: reuse its ratio
+            n: np.array([result.full[kind][n]])
+            if m.ndim == 2
+            else np.array([_ratio_1_2(s) for s in _slices(m)])
+            for n, m in by_layer.items()
         }
         inter = {}
         for lower, upper in zip(layers[:-1], layers[1:]):
             low_m, up_m = _centre(by_layer[lower]), _centre(by_layer[upper])
             if low_m.shape[0] != up_m.shape[1]:
                 continue  # e.g. conv → dense across a flatten: sizes differ
-            # the backward uses the transposes: (M_l)ᵀ = U_l Σ_l V_l
-            u_l, s_l, v_l = np.linalg.svd(low_m.T, full_matrices=False)
-            u_u, s_u, v_u = np.linalg.svd(up_m.T, full_matrices=False)
-            t = np.sqrt(s_l)[:, None] * (v_l @ u_u) * np.sqrt(s_u)[None, :]
+            # the backward uses the transposes: (M_l)ᵀ = U_l Σ_l V_l, so the rows of V_l are
+            # the eigenvectors of M_l M_lᵀ and the columns of U_{l+1} those of M_{l+1}ᵀM_{l+1}
+            s2_l, v_l = _gram_eig(low_m, left=True)
+            s2_u, u_u = _gram_eig(up_m, left=False)
+            t = np.sqrt(np.sqrt(s2_l))[:, None] * (v_l.T @ u_u) * np.sqrt(np.sqrt(s2_u))[None, :]
             inter[f"{lower}→{upper}"] = _ratio_1_2(t)
         result.inter_layer[kind] = inter
     return result
