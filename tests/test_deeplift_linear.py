@@ -136,7 +136,11 @@ def test_rescale_rule_equals_captum_deeplift():
             nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.Flatten(),
             nn.Linear(6 * 16, 12), nn.ReLU(), nn.Linear(12, 5),
         ).to(D).eval()  # fmt: skip
-    for model, shape in ((_mlp([7, 9, 6, 4]), (5, 7)), (cnn, (3, 1, 8, 8))):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        seed001 = Seed001CNN(1, 10).to(D).eval()  # max pooling: gradient routing, as Captum
+    cases = ((_mlp([7, 9, 6, 4]), (5, 7)), (cnn, (3, 1, 8, 8)), (seed001, (2, 1, 32, 32)))
+    for model, shape in cases:
         gen = torch.Generator().manual_seed(4)
         x = torch.randn(*shape, generator=gen, dtype=D)
         x0 = torch.randn(*shape, generator=gen, dtype=D) * 0.2
