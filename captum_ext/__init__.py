@@ -22,6 +22,11 @@ _EXPORTS = {
     "SeededNoiseTunnel": "captum_ext.noise",
     "NoiseGrad": "captum_ext.noise",
     "FusionGrad": "captum_ext.noise",
+    "DeepLiftLinear": "captum_ext.deeplift_linear",
+    "DeepLiftAblation": "captum_ext.deeplift_linear",
+    "ContrastiveLRP": "captum_ext.contrastive",
+    "ContrastiveExcitationBackprop": "captum_ext.contrastive",
+    "ContrastiveExcitationBackpropRules": "captum_ext.contrastive",
     "CAFO": "captum_ext.context_aware",
     "CASO": "captum_ext.context_aware",
     # shared machinery

@@ -20,7 +20,8 @@ any number of backward passes through one forward (``retain_graph=True``), as CS
 Each non-linear module must be called once per forward (Captum's restriction too) and a
 backward belongs to the latest forward of the context.
 
-The paper's "DeepLIFT ablation" (decoupled positive and negative chains) is not implemented.
+The separating linear rule of eq. 13, RevealCancel and the paper's "DeepLIFT ablation" are in
+:mod:`captum_ext.deeplift_linear`.
 """
 
 from __future__ import annotations

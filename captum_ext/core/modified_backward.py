@@ -65,7 +65,10 @@ def supported_methods() -> list[str]:
     Captum's own classes are registered by the core; a captum_ext method registers itself when
     its module is imported, so every class whose instance you hold is already covered.
     """
-    return sorted(cls.__name__ for cls in _REGISTRY)
+    return sorted(
+        cls.__name__ if cls.__module__.startswith("captum.") else f"captum_ext.{cls.__name__}"
+        for cls in _REGISTRY
+    )
 
 
 def _lookup(method: object) -> Mechanism:

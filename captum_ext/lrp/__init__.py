@@ -25,6 +25,7 @@ from captum_ext.lrp.canonizers import (
 from captum_ext.lrp.rule_sets import (
     LRPCMP,
     Alpha1Beta0,
+    Alpha5Beta4,
     AlphaBeta,
     CaptumDefault,
     DeepTaylor,
@@ -55,6 +56,7 @@ __all__ = [
     "LRP",
     "LRPCMP",
     "Alpha1Beta0",
+    "Alpha5Beta4",
     "AlphaBeta",
     "AlphaBetaRule",
     "CaptumDefault",

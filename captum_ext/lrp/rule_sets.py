@@ -48,6 +48,7 @@ __all__ = [
     "CONVOLUTIONS",
     "Alpha1Beta0",
     "AlphaBeta",
+    "Alpha5Beta4",
     "CaptumDefault",
     "DeepTaylor",
     "Epsilon",
@@ -289,6 +290,13 @@ class Alpha1Beta0(AlphaBeta):
 
     def __init__(self, stabilizer: float = 1e-6, **kwargs) -> None:
         super().__init__(1.0, 0.0, stabilizer, **kwargs)
+
+
+class Alpha5Beta4(AlphaBeta):
+    """LRP-α5β4 on every linear-type layer (Sixt et al. 2020: converges less strongly)."""
+
+    def __init__(self, stabilizer: float = 1e-6, **kwargs) -> None:
+        super().__init__(5.0, 4.0, stabilizer, **kwargs)
 
 
 def _conv_dense(conv: LRPRule, dense: LRPRule, layer_map: LayerMap) -> list:

@@ -15,6 +15,7 @@ from captum_ext.zoo.models import (
     Seed001CNN,
     SmallMLP,
     SmallVGG,
+    TinyResNet,
     torchvision_model,
 )
 from captum_ext.zoo.real import efficientnet_lite0, imagenet_samples, mnist_digits
@@ -26,6 +27,7 @@ __all__ = [
     "Seed001CNN",
     "SmallMLP",
     "SmallVGG",
+    "TinyResNet",
     "default_cache_dir",
     "digits_split",
     "efficientnet_lite0",

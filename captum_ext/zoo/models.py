@@ -11,6 +11,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from captum_ext.core.validation import check_positive_int
+from captum_ext.lrp.canonizers import SumModule
+
 SEED001_INPUT_SIZE = 32
 """Spatial size (pixels) the seed-001 CNN is built for."""
 
@@ -180,3 +183,66 @@ def torchvision_model(name: str, n_classes: int = 1000, seed: int | None = 0) ->
             torch.manual_seed(seed)
             model = constructor(weights=None, num_classes=n_classes)
     return model.eval()
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int, skip: bool) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.add = SumModule()
+        self.relu2 = nn.ReLU()
+        self.skip = skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu1(self.conv1(x)))
+        if self.skip:
+            out = self.add(x, out)
+        return self.relu2(out)
+
+
+class TinyResNet(nn.Module):
+    """``conv – [conv-ReLU-conv (+ skip) - ReLU] × blocks – avgpool – dense``.
+
+    Parameters
+    ----------
+    in_channels : int
+        Input channels.
+    channels : int
+        Width of every block.
+    blocks : int
+        Number of residual blocks.
+    n_classes : int
+        Number of logits.
+    skip : bool
+        Whether the blocks add their input (``set_skip`` switches it for the same weights).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        channels: int = 16,
+        blocks: int = 4,
+        n_classes: int = 10,
+        skip: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("channels", channels), ("blocks", blocks), ("n_classes", n_classes)):
+            check_positive_int(name, value)
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1)
+        self.stem_relu = nn.ReLU()
+        self.blocks = nn.Sequential(*(_ResidualBlock(channels, skip) for _ in range(blocks)))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(channels, n_classes)
+
+    def set_skip(self, skip: bool) -> TinyResNet:
+        """Switch every block's skip connection on or off (weights unchanged); returns self."""
+        for block in self.blocks:
+            block.skip = bool(skip)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.blocks(self.stem_relu(self.stem(x)))
+        return self.fc(self.flatten(self.pool(h)))

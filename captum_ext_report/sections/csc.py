@@ -80,10 +80,23 @@ def method_factories(
         methods["LRP-α1β0"] = (lambda m: lrp(m, rule_set=rules.Alpha1Beta0()), "sum")
         methods["LRP-α2β1"] = (lambda m: lrp(m, rule_set=rules.AlphaBeta(2.0, 1.0)), "sum")
         methods["LRP-ε+"] = (lambda m: lrp(m, rule_set=rules.EpsilonPlus()), "sum")
+        methods["LRP-α5β4"] = (lambda m: lrp(m, rule_set=rules.Alpha5Beta4()), "sum")
+        methods["LRP-CMP"] = (lambda m: lrp(m, rule_set=rules.LRPCMP()), "sum")
+        methods["ExcitationBackprop"] = (
+            lambda m: lrp(m, rule_set=rules.ExcitationBackprop()),
+            "sum",
+        )
+        methods["DTD"] = (lambda m: lrp(m, rule_set=rules.DeepTaylor()), "sum")
     if patterns:
         methods.update(_pattern_factories(ctx))
-    for name in ("DeepLift", "DeepLiftAblation"):
-        cls = _optional("captum_ext.deeplift", name)
+    for module, name in (
+        ("captum_ext.deeplift", "DeepLift"),
+        ("captum_ext.deeplift_linear", "DeepLiftLinear"),
+        ("captum_ext.deeplift_linear", "DeepLiftAblation"),
+        ("captum_ext.contrastive", "ContrastiveLRP"),
+        ("captum_ext.contrastive", "ContrastiveExcitationBackprop"),
+    ):
+        cls = _optional(module, name)
         if cls is not None:
             methods[name] = (cls, "sum")
     if quick_subset:
