@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int
 from captum_ext.rectgrad import modified_gradients
 
@@ -200,7 +201,7 @@ class _BackwardWith(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-class _PatternBase(GradientAttribution):
+class _PatternBase(ReprFromInit, GradientAttribution):
     """Shared fitting, storage and hooking of PatternNet and PatternAttribution."""
 
     def __init__(self, model: nn.Module) -> None:

@@ -41,6 +41,7 @@ from captum_ext.core.modified_backward import (
     _relu_hooks,
     register_modified_backward,
 )
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 
 __all__ = ["RectGrad"]
@@ -63,7 +64,8 @@ def modified_gradients(
     inputs_tuple = _format_tensor_into_tuples(inputs)
     check_finite(inputs_tuple)
     extra = _format_additional_forward_args(additional_forward_args)
-    mask = apply_gradient_requirements(inputs_tuple)
+    # Requiring gradients on the inputs is this method's own business, not the user's: no warning.
+    mask = apply_gradient_requirements(inputs_tuple, warn=False)
     try:
         with torch.enable_grad(), install():
             output = _run_forward(model, inputs_tuple, None, extra)
@@ -103,7 +105,7 @@ class _Rectify(torch.autograd.Function):
         return ctx.method._rectify(activation, grad), None
 
 
-class RectGrad(ModifiedReluGradientAttribution):
+class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
     """Rectified Gradient (Kim et al., 2019) as a Captum gradient attribution.
 
     Parameters

@@ -49,7 +49,9 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     callable
         ``explain(model, inputs, targets, **kwargs) -> np.ndarray`` of the inputs' shape; extra
         keyword arguments override ``attribute_kwargs`` except Quantus' ``device``/``method``.
-        Inputs follow the model's device and dtype.
+        Inputs follow the model's device and dtype. The function carries ``method_factory`` and
+        ``attribute_kwargs``, which metrics read (``CSC`` traces the method, ``InherentNoise``
+        takes its noise).
 
     Examples
     --------
@@ -72,6 +74,10 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     ) -> np.ndarray:
         device, dtype = model_device_dtype(model)
         x = torch.as_tensor(np.asarray(inputs), device=device, dtype=dtype)
+        # The tensor is ours (made from Quantus' array): let it require gradients up front, so
+        # gradient methods do not warn that they had to set the flag themselves.
+        if x.is_floating_point():
+            x = x.detach().requires_grad_(True)
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
@@ -79,6 +85,7 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]
+    explain.attribute_kwargs = dict(attribute_kwargs)  # type: ignore[attr-defined]
     explain.__name__ = f"explain_{getattr(method, '__name__', type(method).__name__)}"
     return explain
 

@@ -71,6 +71,16 @@ def supported_methods() -> list[str]:
     return sorted(cls.__name__ for cls in _REGISTRY)
 
 
+def has_modified_backward(method: object) -> bool:
+    """Whether ``method`` (an attribution instance) has a registered modified backward.
+
+    Metrics that propagate through the method's rules (``quantus_metrics.CSC``) use it to refuse
+    methods they cannot trace (Integrated Gradients, NoiseTunnel, CASO, ...) before computing.
+    """
+    _import_registrations()
+    return any(cls in _REGISTRY for cls in type(method).__mro__)
+
+
 def _import_registrations() -> None:
     # Methods defined in captum_ext register themselves on import; import them lazily here so
     # the core does not depend on every method module.

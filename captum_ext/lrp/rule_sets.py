@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.lrp._layer import LINEAR_TYPES
 from captum_ext.lrp.canonizers import SumModule
 from captum_ext.lrp.rules import (
@@ -103,7 +104,7 @@ _ROUTING = (
 )
 
 
-class RuleSet:
+class RuleSet(ReprFromInit):
     """A mapping from a model's layers to LRP rules.
 
     Precedence: ``name_map`` (exact names from ``model.named_modules()``), then ``first_map``
@@ -194,8 +195,6 @@ class RuleSet:
             resolved.append((name, module, rule))
         return resolved
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:

@@ -46,6 +46,7 @@ from captum.attr._utils.attribution import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
     check_finite,
     check_open_unit,
@@ -328,7 +329,7 @@ def _normal(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tens
 # --------------------------------------------------------------------------------------------
 
 
-class SeededNoiseTunnel(NoiseTunnel):
+class SeededNoiseTunnel(ReprFromInit, NoiseTunnel):
     """Captum's ``NoiseTunnel`` with per-feature σ tensors and a private random generator.
 
     ``attribute`` takes everything ``NoiseTunnel.attribute`` takes; ``stdevs`` may additionally

@@ -40,6 +40,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
     check_finite,
     check_positive,
@@ -69,7 +70,7 @@ def _model_of(method: Attribution) -> nn.Module:
     )
 
 
-class NoiseGrad(GradientAttribution):
+class NoiseGrad(ReprFromInit, GradientAttribution):
     """NoiseGrad: average attributions over models with multiplicative weight noise.
 
     Parameters

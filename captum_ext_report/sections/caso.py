@@ -109,10 +109,10 @@ def run(ctx: ReportContext) -> Section:
     fig3 = _figure3(
         ctx,
         image[0],
-        pair_normalize(sweep).cpu().numpy(),
+        pair_normalize(sweep)[:, 0].cpu().numpy(),
         lambdas,
         etas,
-        pair_normalize(chosen)[0].cpu().numpy(),
+        pair_normalize(chosen)[0, 0].cpu().numpy(),
         float(search.last_lambda1[0]),
         float(search.last_sparsity[0]),
     )
