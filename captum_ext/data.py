@@ -6,9 +6,11 @@ Several methods and metrics need the range the inputs can take: AdaptGrad's σ (
 range is per channel, ``((0 − mean)/std, (1 − mean)/std)``; :func:`channel_bounds` computes it
 for any normalisation and :func:`imagenet_bounds` for torchvision's ImageNet one.
 
+Examples
+--------
 >>> low, high = imagenet_bounds()
->>> [round(v, 4) for v in low.tolist()]
-[-2.1179, -2.0357, -1.8044]
+>>> tuple(round(v, 4) for v in low.tolist())
+(-2.1179, -2.0357, -1.8044)
 """
 
 from __future__ import annotations

@@ -278,9 +278,10 @@ class InherentNoise(QuantusDefaults):
         (Saliency, Integrated Gradients, LRP, ...) scores 0. Explain functions that do not
         carry their method (plain functions, ``quantus.explain``) use ``noise``. Default True;
         False always uses ``noise``.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------

@@ -234,9 +234,10 @@ class SpectralComplexity(QuantusDefaults):
         Which summary each sample's score is.
     reduce, rank, n_bins, min_size
         See :func:`spectral_complexity`.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------
