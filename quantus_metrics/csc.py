@@ -436,7 +436,8 @@ class CSC(CallDefaults):
         """
         warnings.warn(
             f"CSC: {type(method).__name__} has no modified backward to propagate random "
-            f"relevance through (supported: {', '.join(supported_methods())}); its CSC scores "
+            f"relevance through (supported: {', '.join(sorted(set(supported_methods())))}); its "
+            "CSC scores "
             "are NaN. Register one with captum_ext.core.register_modified_backward.",
             RuntimeWarning,
             stacklevel=3,

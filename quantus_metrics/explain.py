@@ -10,6 +10,7 @@ in ``quantus.evaluate``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ from torch import nn
 from quantus_metrics._base import QuantusDefaults
 
 MethodFactory = Callable[[nn.Module], Attribution]
+
+CAPTUM_HOOK_NOTICES = (
+    r"Setting backward hooks on ReLU activations",
+    r"Setting forward, backward hooks and attributes on non-linear",
+)
+"""Messages of Captum's informational notices about its own temporary hooks."""
 
 # Keyword arguments Quantus injects into every explain call that are not attribution options.
 _QUANTUS_KWARGS = ("device", "method")
@@ -81,7 +88,12 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
-        attribution = method(model).attribute(x, target=target, **options)
+        with warnings.catch_warnings():
+            # Captum announces its hooks on every GuidedBackprop/Deconvolution/DeepLift call;
+            # inside an evaluation loop that is one identical notice per call, nothing to act on.
+            for notice in CAPTUM_HOOK_NOTICES:
+                warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+            attribution = method(model).attribute(x, target=target, **options)
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.progress import show_progress
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from quantus_metrics._base import finish_plot, plot_axes
 from quantus_metrics._bootstrap import bootstrap_ci
@@ -234,7 +235,10 @@ class _SSIMScoring(CallDefaults):
 
     def _start(self, total: int, desc: str) -> None:
         self.n_constant_maps = 0
-        self._bar = tqdm(total=total, desc=desc, disable=not self.display_progressbar)
+        # display_progressbar=None (ModelRandomisationSSIM's default): on terminals only.
+        self._bar = tqdm(
+            total=total, desc=desc, disable=not show_progress(self.display_progressbar)
+        )
 
     def _bootstrap(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return bootstrap_ci(values, self.confidence, self.n_resamples, seed=self.seed)
@@ -339,6 +343,8 @@ class ModelRandomisationSSIM(_SSIMScoring):
             raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}.")
+        # A long call (one explanation per layer and batch): a bar on terminals by default.
+        kwargs.setdefault("display_progressbar", None)
         if return_average_correlation and return_last_correlation:
             raise ValueError(
                 "Set at most one of return_average_correlation and return_last_correlation."

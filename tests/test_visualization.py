@@ -182,3 +182,17 @@ def test_every_metric_plots_the_same_way(make, tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@pytest.mark.slow
+def test_quick_start_example_saves_its_figure_and_prints_a_table(tmp_path, trained_cnn, capsys):
+    from examples.quick_start import main
+
+    summary = main(out=tmp_path)
+    assert (tmp_path / "quick_start.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "rand. SSIM" in printed and "AdaptGrad" in printed
+    # Noise-free methods have no inherent noise; AdaptGrad's draws do leave [0, 1] sometimes.
+    assert summary["Saliency"]["inherent noise"] == 0.0
+    assert summary["LRP-ε+"]["inherent noise"] == 0.0
+    assert 0.0 < summary["AdaptGrad"]["inherent noise"] < 0.05

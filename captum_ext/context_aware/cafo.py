@@ -28,6 +28,7 @@ from captum_ext.context_aware.hessian import (
     frozen,
     loss_gradient,
 )
+from captum_ext.core.progress import show_progress
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
     check_open_unit,
@@ -107,7 +108,7 @@ class CAFO(ReprFromInit, GradientAttribution):
         stdev: float = 0.15,
         generator: torch.Generator | int | None = None,
         loss: str = "cross_entropy",
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> TensorOrTuple:
         """Solve the CAFO objective for every sample of the batch.
 
@@ -140,8 +141,9 @@ class CAFO(ReprFromInit, GradientAttribution):
             Source (or seed) of the noise; default seed 0. The global RNG is never used.
         loss : {"cross_entropy", "logit"}
             Cross-entropy against the target (paper) or the target logit itself.
-        progress : bool
-            tqdm bar over the FISTA iterations.
+        progress : bool, optional
+            tqdm bar over the FISTA iterations; ``None`` (default) shows it on interactive
+            terminals only (:func:`captum_ext.core.progress.show_progress`).
 
         Returns
         -------
@@ -204,10 +206,11 @@ class CAFO(ReprFromInit, GradientAttribution):
         stdev: float,
         generator: torch.Generator | int | None,
         loss: str,
-        progress: bool,
+        progress: bool | None,
         **options: Any,
     ) -> TensorOrTuple:
         _check_options(n_iter, step, backtrack, tol, sparsity_range, n_lambda1, n_samples, stdev)
+        progress = show_progress(progress)
         if loss not in ("cross_entropy", "logit"):
             raise ValueError(f"loss must be 'cross_entropy' or 'logit', got {loss!r}.")
         is_tuple = _is_tuple(inputs)

@@ -69,7 +69,7 @@ class CASO(CAFO):
         stdev: float = 0.15,
         generator: torch.Generator | int | None = None,
         loss: str = "cross_entropy",
-        progress: bool = False,
+        progress: bool | None = None,
         hessian: Literal["auto", "closed_form", "autograd"] = "auto",
         c1: float = 10.0,
         power_iterations: int = 10,
