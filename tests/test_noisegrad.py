@@ -131,9 +131,7 @@ def test_model_untouched_after_failure_and_train_mode_kept(net):
     net.train()
     before = ModelSnapshot.of(net)
     with pytest.raises((IndexError, RuntimeError)):
-        NoiseGrad(Saliency(net), n_models=2).attribute(
-            _x(dtype), target=17, seed=0, progress=False
-        )
+        NoiseGrad(Saliency(net), n_models=2).attribute(_x(dtype), target=17, seed=0, progress=False)
 
     def broken(model):
         raise RuntimeError("factory failed")
@@ -186,9 +184,7 @@ def test_nesting_in_noisetunnel_and_adaptgrad(net):
     ng = NoiseGrad(Saliency(net), n_models=2, seed=0)
     with torch.random.fork_rng(devices=[]):
         s_ng = NoiseTunnel(ng).attribute(x, nt_samples=2, stdevs=0.1, target=0, progress=False)
-    a_ng = AdaptGrad(ng, (0.0, 1.0)).attribute(
-        x, nt_samples=2, target=0, seed=1, progress=False
-    )
+    a_ng = AdaptGrad(ng, (0.0, 1.0)).attribute(x, nt_samples=2, target=0, seed=1, progress=False)
     assert s_ng.shape == a_ng.shape == x.shape
     assert torch.isfinite(s_ng).all() and torch.isfinite(a_ng).all()
     # inputs on the bounds: σ = 0, so A-NG reduces to NG exactly

@@ -201,3 +201,18 @@ def test_get_params_lists_own_parameters_not_results(metric, own):
     assert {"abs", "normalise", "return_aggregate", "aggregate_func"} <= set(params)
     for state in ("results", "baselines", "distributions", "confidence_intervals", "_bar"):
         assert state not in params
+
+
+def test_library_calls_raise_no_captum_notices():
+    from captum.attr import DeepLift, GuidedBackprop
+
+    from captum_ext import RectGrad
+
+    model, (x, y) = _model(), _data(2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for method in (Saliency, GuidedBackprop, DeepLift):
+            maps = explain_func_from(method)(model, x, y)
+            assert maps.shape == x.shape and np.isfinite(maps).all()
+        RectGrad(model).attribute(torch.from_numpy(x), target=torch.from_numpy(y))
+    assert [str(w.message) for w in caught] == []

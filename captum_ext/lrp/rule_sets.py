@@ -196,7 +196,6 @@ class RuleSet(ReprFromInit):
         return resolved
 
 
-
 def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:
     return next((rule for types, rule in layer_map if isinstance(module, types)), None)
 
