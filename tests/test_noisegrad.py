@@ -222,10 +222,16 @@ def test_tuple_inputs_and_forward_args():
 
 def test_progress_bar_switch(net, capsys):
     x = _x(next(net.parameters()).dtype, n=1)
-    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, show_progress=True)
+    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, progress=True)
     assert "NoiseGrad" in capsys.readouterr().err
     NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, progress=False)
     assert "NoiseGrad" not in capsys.readouterr().err
+    # progress=None (default): a bar on terminals only; pytest's captured stderr is none
+    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0)
+    assert "NoiseGrad" not in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match="progress="):
+        NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, show_progress=True)
+    assert "NoiseGrad" in capsys.readouterr().err
 
 
 def test_bad_input(net):
