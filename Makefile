@@ -1,4 +1,5 @@
-# Two commands do everything: `make demo` (the report) and `make test` (ruff + pytest).
+# Two commands do everything: `make demo` (the report) and `make test` (ruff + pytest);
+# `make docs` builds the documentation site.
 # Both create .venv with pip when it is missing and install the package with the extras they need.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +32,12 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The documentation site, built strictly (a broken reference or docstring warning fails) into site/.
+docs: $(VENV)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.run_all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) report .pytest_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) report site .pytest_cache .ruff_cache build *.egg-info

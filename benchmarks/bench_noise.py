@@ -52,7 +52,7 @@ def main(quick: bool = False) -> list[dict[str, Any]]:
 
     def noisegrad() -> None:
         NoiseGrad(Saliency(model), n_models=samples).attribute(
-            images, target=target, abs=False, seed=0, show_progress=False
+            images, target=target, abs=False, seed=0, progress=False
         )
 
     # interleaved rounds: the machine's load drifts, so each round times all three back to back

@@ -42,6 +42,7 @@ from captum_ext.core.canonization import MergeBatchNorm, canonized
 from captum_ext.core.gradients import modified_gradients
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int
 
 __all__ = ["PatternNet", "PatternAttribution"]
@@ -198,7 +199,7 @@ class _BackwardWith(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-class _PatternBase(GradientAttribution):
+class _PatternBase(ReprFromInit, GradientAttribution):
     """Shared fitting, storage and hooking of PatternNet and PatternAttribution."""
 
     def __init__(self, model: nn.Module) -> None:

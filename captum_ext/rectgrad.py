@@ -31,6 +31,7 @@ from torch import nn
 
 from captum_ext.core.gradients import modified_gradients, relu_hooks, require_relu_modules
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
+from captum_ext.core.reprs import ReprFromInit
 
 __all__ = ["RectGrad"]
 
@@ -51,7 +52,7 @@ class _Rectify(torch.autograd.Function):
         return ctx.method._rectify(activation, grad), None
 
 
-class RectGrad(ModifiedReluGradientAttribution):
+class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
     """Rectified Gradient (Kim et al., 2019) as a Captum gradient attribution.
 
     Parameters

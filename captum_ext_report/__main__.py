@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
 import traceback
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -135,6 +138,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Notices Captum prints on every call of some methods; the report's own calls trigger them and a
+# report reader cannot act on them (the report hands plain tensors to Captum on purpose).
+_CAPTUM_NOTICES = (
+    r"Input Tensor \d+ did not already require gradients",
+    r"Setting backward hooks on ReLU activations",
+    r"Setting forward, backward hooks and attributes on non-linear",
+)
+
+
+@contextlib.contextmanager
+def _captum_notices_off() -> Iterator[None]:
+    with warnings.catch_warnings():
+        for message in _CAPTUM_NOTICES:
+            warnings.filterwarnings("ignore", message=message, category=UserWarning)
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -152,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     for module in tqdm(modules, desc="report sections", disable=not ctx.progress):
         t0 = time.perf_counter()
         try:
-            section = module.run(ctx)
+            with _captum_notices_off():
+                section = module.run(ctx)
         except Exception as err:  # one broken section must not hide the others
             traceback.print_exc()
             section = Section(

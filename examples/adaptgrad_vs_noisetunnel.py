@@ -8,21 +8,36 @@ and how much each smoothed map differs from the plain gradient.
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import torch
 from captum.attr import NoiseTunnel, Saliency
 
 from captum_ext import AdaptGrad
 from captum_ext.noise.adaptgrad import inherent_noise, noise_std, smoothgrad_std
+from captum_ext.visualization import heatmap_grid
 from captum_ext.zoo import DigitsDataset, train_digits_cnn
 
+FIGURES = Path(__file__).parent / "figures"
 
-def main() -> None:
+
+def _out_dir(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="folder for the figure (default: %(default)s)"
+    )
+    return parser.parse_known_args(argv)[0].out
+
+
+def main(out: str | Path = FIGURES) -> None:
     model = train_digits_cnn(progress=False).model.eval()
     data = DigitsDataset("test")
     images, labels = data.images[:4], data.labels[:4]
     bounds = data.bounds  # per-channel (0, 1), as MNIST in the authors' code
 
-    grad = Saliency(model).attribute(images, target=labels, abs=False)
+    # Captum's gradient methods expect inputs that require gradients (they warn otherwise).
+    grad = Saliency(model).attribute(images.clone().requires_grad_(), target=labels, abs=False)
     sg_sigma = float(smoothgrad_std(bounds, alpha=0.2))
     with torch.random.fork_rng(devices=[]):  # Captum draws from the global RNG
         torch.manual_seed(0)
@@ -42,7 +57,13 @@ def main() -> None:
         empirical = ((samples < 0) | (samples > 1)).float().mean().item()
         cosine = torch.nn.functional.cosine_similarity(smap.flatten(1), grad.flatten(1)).mean()
         print(f"{name:<11} {analytic:10.4f}  {empirical:11.4f}  {cosine.item():14.3f}")
+    print("(A: probability that a noisy draw leaves [0, 1]; AdaptGrad's σ_i keeps draws in range)")
+    path = Path(out) / "adaptgrad_vs_noisetunnel.png"
+    heatmap_grid(
+        {"gradient": grad, "SmoothGrad": sg, "AdaptGrad": ag}, images, sign="all", path=path
+    )
+    print(f"figure: {path}")
 
 
 if __name__ == "__main__":
-    main()
+    main(_out_dir())

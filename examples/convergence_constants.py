@@ -11,10 +11,15 @@ Run: ``.venv/bin/python examples/convergence_constants.py`` (about half a minute
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import torch
 from captum.attr import Saliency
+from matplotlib.figure import Figure
 
 from captum_ext.lrp import LRP, AlphaBeta
+from captum_ext.visualization import save_figure
 from captum_ext.zoo import DigitsDataset, train_digits_cnn
 from quantus_metrics import ConvergenceConstants
 from quantus_metrics.explain import explain_func_from
@@ -25,7 +30,18 @@ REFERENCE = 16
 NORM_ITERATIONS = 16  # Krylov steps per conv layer for the gradient's Π‖W_l‖₂
 
 
-def main() -> None:
+FIGURES = Path(__file__).parent / "figures"
+
+
+def _out_dir(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="folder for the figure (default: %(default)s)"
+    )
+    return parser.parse_known_args(argv)[0].out
+
+
+def main(out: str | Path = FIGURES) -> None:
     torch.set_num_threads(2)
     model = train_digits_cnn(progress=False).model.eval()
     images, labels = DigitsDataset("test").tensors()
@@ -34,6 +50,8 @@ def main() -> None:
         "Gradient": ("gradient", explain_func_from(Saliency, abs=False)),
         "LRP-α2β1": ("lrp_alphabeta", explain_func_from(lambda m: LRP(m, rule_set=AlphaBeta()))),
     }
+    figure = Figure(figsize=(5, 3.5))
+    ax = figure.subplots()
     print(f"{'method':10s} {'B/|f|':>8s} {'theory/|f|':>11s} {'Hoeffding N':>12s} {'C/|f|':>8s}")
     for name, (kind, explain) in methods.items():
         metric = ConvergenceConstants(
@@ -48,13 +66,19 @@ def main() -> None:
             seed=0,
             disable_warnings=True,
         )
-        result = metric.compute(model, x, y, explain)
+        metric(model=model, x_batch=x.numpy(), y_batch=y.numpy(), explain_func=explain)
+        result = metric.results[0]
+        metric.plot(ax=ax, label=name)
         print(
             f"{name:10s} {result.relative_bound.mean():8.3f} "
             f"{result.theoretical_relative.mean():11.3g} {result.hoeffding_n.mean():12.0f} "
             f"{result.relative_constant.mean():8.4f}"
         )
 
+    print("(B: largest |attribution| over the draws; Hoeffding N: draws for 5 % accuracy at 95 %)")
+    path = save_figure(figure, Path(out) / "convergence_constants.png")
+    print(f"figure: {path}")
+
 
 if __name__ == "__main__":
-    main()
+    main(_out_dir())

@@ -9,10 +9,14 @@ Run: ``.venv/bin/python examples/lrp_rule_sets_resnet.py``
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
+
 import torch
 from torch import nn
 
 from captum_ext.core import ModelSnapshot, modified_backward
+from captum_ext.data import imagenet_bounds
 from captum_ext.lrp import (
     LRP,
     LRPCMP,
@@ -27,10 +31,21 @@ from captum_ext.lrp import (
     GammaRule,
     RuleSet,
 )
-from captum_ext.zoo import imagenet_bounds, natural_image_batch, torchvision_model
+from captum_ext.visualization import heatmap_grid
+from captum_ext.zoo import natural_image_batch, torchvision_model
+
+FIGURES = Path(__file__).parent / "figures"
 
 
-def main() -> None:
+def _out_dir(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--out", type=Path, default=FIGURES, help="folder for the figure (default: %(default)s)"
+    )
+    return parser.parse_known_args(argv)[0].out
+
+
+def main(out: str | Path = FIGURES) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
     model = torchvision_model("resnet18", n_classes=1000, seed=0)
     images = natural_image_batch(size=32)[:2]
@@ -54,12 +69,18 @@ def main() -> None:
         "custom": custom,
     }
     print(f"{'rule set':20s} {'Σ relevance':>12s} {'f_c(x)':>10s}")
+    maps = {}
     for name, rule_set in rule_sets.items():
         relevance, delta = LRP(model, rule_set=rule_set).attribute(
             images, target=target, return_convergence_delta=True
         )
+        maps[name] = relevance
         total = relevance.sum((1, 2, 3))
         print(f"{name:20s} {total[0].item():12.4f} {(total + delta)[0].item():10.4f}")
+    print(f"e.g. {rule_sets['EpsilonGammaBox']!r}")
+    path = Path(out) / "lrp_rule_sets_resnet.png"
+    heatmap_grid(maps, images, sign="all", bounds=(low, high), path=path, cell_size=1.4)
+    print(f"figure: {path}")
 
     # Relevance at an inner tensor: inject it at the logits, read it as the gradient.
     taps: dict[str, torch.Tensor] = {}
@@ -77,4 +98,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(_out_dir())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -44,6 +46,42 @@ CALL_DEFAULTS: dict[str, Any] = {
 (the base class requires them), so metrics work both directly and inside ``quantus.evaluate``."""
 
 
+BASE_PARAMS = (
+    "abs",
+    "normalise",
+    "normalise_func",
+    "normalise_func_kwargs",
+    "return_aggregate",
+    "aggregate_func",
+    "a_axes",
+    "_disable_warnings",
+    "_display_progressbar",
+)
+"""The ``quantus.Metric`` attributes ``get_params`` reports for every metric, as Quantus does."""
+
+
+def _recording(init: Any) -> Any:
+    """Wrap a subclass ``__init__`` so the arguments it was called with are remembered.
+
+    Each level of a metric's class hierarchy adds the parameters of its own signature (with
+    their defaults); the outermost call comes first, so a value given there wins.
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        own = self.__dict__.setdefault("_init_params", {})
+        for name, param in signature.parameters.items():
+            if name == "self" or param.kind in (param.VAR_KEYWORD, param.VAR_POSITIONAL):
+                continue
+            own.setdefault(name, bound.arguments[name])
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
 class QuantusDefaults(Metric):
     """``quantus.Metric`` with defaults for the base arguments of ``__init__`` and ``__call__``.
 
@@ -56,9 +94,23 @@ class QuantusDefaults(Metric):
     ``evaluate_batch`` (an explanation the metric would discard, and one that Quantus'
     ``assert_attributions`` rejects when it is constant, as a randomised model's legitimately
     is). This is the one place the package overrides Quantus' ``batch_preprocess``.
+
+    ``get_params`` lists the metric's own constructor parameters next to the Quantus base
+    options (not the results of the last call).
     """
 
     explains_itself = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    @property
+    def get_params(self) -> dict[str, Any]:  # type: ignore[override]
+        """The metric's parameters: Quantus' base options and this metric's own arguments."""
+        base = {k: v for k, v in self.__dict__.items() if k in BASE_PARAMS}
+        return {**base, **self.__dict__.get("_init_params", {})}
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**{**BASE_DEFAULTS, **kwargs})
@@ -100,3 +152,24 @@ def mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
     """Aggregate a list of per-sample ``{layer: score}`` dicts into per-layer means (NaN-aware)."""
     layers = list(scores[0]) if scores else []
     return {name: float(np.nanmean([s[name] for s in scores])) for name in layers}
+
+def plot_axes(ax: Any = None, figsize: tuple[float, float] = (6, 3.5)) -> Any:
+    """The axes a metric's ``plot`` draws into: ``ax``, or a new figure's (matplotlib lazily)."""
+    if ax is not None:
+        return ax
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "plot() needs matplotlib: pip install captum-ext[examples] (or matplotlib)."
+        ) from err
+    return plt.subplots(figsize=figsize)[1]
+
+
+def finish_plot(ax: Any, label: str | None, path_to_save: Any) -> Any:
+    """Legend when a label was given, save when a path was given; return the axes."""
+    if label is not None:
+        ax.legend(fontsize="small")
+    if path_to_save is not None:
+        ax.figure.savefig(path_to_save, bbox_inches="tight")
+    return ax

@@ -52,7 +52,7 @@ from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_mod
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
-from quantus_metrics._base import QuantusDefaults
+from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
 __all__ = [
     "ConvergenceOptions",
@@ -716,9 +716,10 @@ class ConvergenceConstants(QuantusDefaults):
         Seed of the private generator (or pass ``generator``).
     generator : torch.Generator, optional
         Private random stream; the global RNG is never used.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------
@@ -818,3 +819,34 @@ class ConvergenceConstants(QuantusDefaults):
         )
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **line_kwargs: Any,
+    ) -> Any:
+        """Measured error of the N-draw mean vs N with the fitted ``C·√(1/N + 1/N_ref)``.
+
+        Both relative to ``|f_c(x)|`` and averaged over the samples of the last call, on log
+        axes (a slope of −1/2 is the Monte-Carlo rate).
+        """
+        if not self.results:
+            raise ValueError("Nothing to plot: call the metric first.")
+        ax = plot_axes(ax)
+        grid = np.asarray(self.results[0].grid, dtype=np.float64)
+        scale = [r.output.detach().abs().double().cpu().clamp_min(1e-300) for r in self.results]
+        errors = torch.cat(
+            [r.errors.detach().double().cpu() / s for r, s in zip(self.results, scale)], dim=1
+        )
+        constant = torch.cat([r.relative_constant.detach().double().cpu() for r in self.results])
+        reference = float(self.options["n_reference"])
+        (line,) = ax.plot(grid, errors.mean(1).numpy(), marker="o", label=label, **line_kwargs)
+        fitted = float(constant.mean()) * np.sqrt(1.0 / grid + 1.0 / reference)
+        ax.plot(grid, fitted, color=line.get_color(), linestyle="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("draws N (dashed: fitted C·√(1/N + 1/N_ref))")
+        ax.set_ylabel("RMS error / |f_c(x)|")
+        return finish_plot(ax, label, path_to_save)

@@ -17,7 +17,9 @@ cases. All vectors travel in one batched backward: the batch is repeated ``n_vec
 
 from __future__ import annotations
 
+import copy
 import itertools
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,11 +32,18 @@ from scipy import stats  # a dependency of quantus, not a new one
 from torch import nn
 from tqdm.auto import tqdm
 
-from captum_ext.core import modified_backward
+from captum_ext.core import has_modified_backward, modified_backward
+from captum_ext.core.modified_backward import supported_methods
 from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, make_generator
 from captum_ext.core.validation import check_finite, check_positive_int
-from quantus_metrics._base import NORM_TYPES, QuantusDefaults, mean_per_layer, metric_defaults
+from quantus_metrics._base import (
+    NORM_TYPES,
+    QuantusDefaults,
+    mean_per_layer,
+    metric_defaults,
+    plot_axes,
+)
 from quantus_metrics.explain import (
     MethodFactory,
     explain_func_from,
@@ -384,6 +393,10 @@ class CSC(QuantusDefaults):
         self._factory = factory
         if y_batch is None:
             y_batch = np.zeros(len(x_batch), dtype=np.int64)
+        module = unwrap_model(model)
+        method = factory(module)
+        if not has_modified_backward(method):
+            return self._untraceable(module, method, x_batch)
         return super().__call__(
             model=model,
             x_batch=x_batch,
@@ -391,6 +404,70 @@ class CSC(QuantusDefaults):
             explain_func=explain_func or explain_func_from(factory),
             **kwargs,
         )
+
+    def _untraceable(self, module: nn.Module, method: Any, x_batch: Any) -> list[Any]:
+        """NaN scores (one clear warning) for a method CSC cannot propagate through.
+
+        Inside ``quantus.evaluate`` one row of ``xai_methods`` (Integrated Gradients, a
+        NoiseTunnel, CASO, ...) must not abort the whole table: the row gets NaN per layer,
+        in the same ``{layer: score}`` layout as the traced methods.
+        """
+        warnings.warn(
+            f"CSC: {type(method).__name__} has no modified backward to propagate random "
+            f"relevance through (supported: {', '.join(sorted(set(supported_methods())))}); its "
+            "CSC scores "
+            "are NaN. Register one with captum_ext.core.register_modified_backward.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        layers = self._reported_layers(module, x_batch)
+        self.baselines, self.channels, self.distributions = {}, {}, {}
+        scores: list[Any] = [dict.fromkeys(layers, float("nan")) for _ in range(len(x_batch))]
+        if self.return_aggregate:
+            scores = [self.aggregate_func(scores)]
+        self.evaluation_scores = scores
+        self.all_evaluation_scores.extend(scores)
+        return scores
+
+    def _reported_layers(self, module: nn.Module, x_batch: Any) -> list[str]:
+        """The layer keys a traced method's scores would have, from one probe forward pass.
+
+        As in :func:`cosine_similarity_convergence`: ``"input"``, then the traced modules in
+        execution order below the injection layer, except those fed the model input itself.
+        """
+        traced = self.trace_layers or _default_traced(module)
+        device, dtype = model_device_dtype(module)
+        x = torch.as_tensor(np.asarray(x_batch[:1]), device=device, dtype=dtype)
+        seen: list[str] = []
+        done: dict[str, bool] = {}
+
+        def pre(name: str) -> Callable[..., None]:
+            def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
+                first = args[0] if args else None
+                fed_input = isinstance(first, torch.Tensor) and (
+                    first is x or (first.shape == x.shape and torch.equal(first, x))
+                )
+                if not done and not fed_input and name not in seen:
+                    seen.append(name)
+
+            return hook
+
+        probe = copy.deepcopy(module)  # a forward pass must not touch the user's model
+        probe_modules = dict(probe.named_modules())
+        handles = [probe_modules[name].register_forward_pre_hook(pre(name)) for name in traced]
+        if self.layer is not None:
+            handles.append(
+                probe_modules[self.layer].register_forward_hook(
+                    lambda *_: done.setdefault("x", True)
+                )
+            )
+        try:
+            with torch.no_grad():
+                probe(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return [INPUT, *seen]
 
     def custom_preprocess(self, **kwargs: Any) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
@@ -480,15 +557,12 @@ class CSC(QuantusDefaults):
         baseline : bool
             Also draw the random-vector baseline of each layer's channel count.
         """
-        import matplotlib.pyplot as plt
-
         scores = self.evaluation_scores if scores is None else scores
         medians = self.layer_medians(scores)
         # One-channel layers (a grey input) have |cos| = 1 trivially; leave them out.
         layers = [name for name in medians if self.channels.get(name, 2) > 1]
         medians = [medians[name] for name in layers]
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+        ax = plot_axes(ax)
         floor = 1e-16  # float64 resolution: a perfectly converged layer sits at the floor
         ax.plot(
             layers, [max(1 - m, floor) for m in medians], marker="o", label=label, **line_kwargs

@@ -10,6 +10,7 @@ in ``quantus.evaluate``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ from torch import nn
 from captum_ext.core.modules import model_device_dtype
 
 MethodFactory = Callable[[nn.Module], Attribution]
+
+CAPTUM_HOOK_NOTICES = (
+    r"Setting backward hooks on ReLU activations",
+    r"Setting forward, backward hooks and attributes on non-linear",
+)
+"""Messages of Captum's informational notices about its own temporary hooks."""
 
 # Keyword arguments Quantus injects into every explain call that are not attribution options.
 _QUANTUS_KWARGS = ("device", "method")
@@ -42,7 +49,9 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     callable
         ``explain(model, inputs, targets, **kwargs) -> np.ndarray`` of the inputs' shape; extra
         keyword arguments override ``attribute_kwargs`` except Quantus' ``device``/``method``.
-        Inputs follow the model's device and dtype.
+        Inputs follow the model's device and dtype. The function carries ``method_factory`` and
+        ``attribute_kwargs``, which metrics read (``CSC`` traces the method, ``InherentNoise``
+        takes its noise).
 
     Examples
     --------
@@ -65,12 +74,22 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
     ) -> np.ndarray:
         device, dtype = model_device_dtype(model)
         x = torch.as_tensor(np.asarray(inputs), device=device, dtype=dtype)
+        # The tensor is ours (made from Quantus' array): let it require gradients up front, so
+        # gradient methods do not warn that they had to set the flag themselves.
+        if x.is_floating_point():
+            x = x.detach().requires_grad_(True)
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
         before = {module: set(vars(module)) for module in model.modules()}
         try:
-            attribution = method(model).attribute(x, target=target, **options)
+            with warnings.catch_warnings():
+                # Captum announces its hooks on every GuidedBackprop/Deconvolution/DeepLift call;
+                # inside an evaluation loop that is one identical notice per call, nothing to act
+                # on.
+                for notice in CAPTUM_HOOK_NOTICES:
+                    warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+                attribution = method(model).attribute(x, target=target, **options)
         finally:
             # Captum's own LRP leaves an ``activations`` dict on every layer; take back whatever
             # attribute an attribution call added, so the user's model stays as it was.
@@ -80,5 +99,6 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]
+    explain.attribute_kwargs = dict(attribute_kwargs)  # type: ignore[attr-defined]
     explain.__name__ = f"explain_{getattr(method, '__name__', type(method).__name__)}"
     return explain

@@ -20,6 +20,7 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from tqdm.auto import tqdm
 
+from captum_ext.core.modules import unwrap_model
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.validation import check_positive_int
 from captum_ext.noise.statistics import (
@@ -29,9 +30,9 @@ from captum_ext.noise.statistics import (
     noise_std,
     smoothgrad_std,
 )
-from quantus_metrics._base import QuantusDefaults
+from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
-__all__ = ["InherentNoise", "InherentNoiseResult", "noise_sigma"]
+__all__ = ["InherentNoise", "InherentNoiseResult", "MethodNoise", "method_noise", "noise_sigma"]
 
 _SCORES = ("pixel_level", "image_level", "empirical_pixel_level", "empirical_image_level")
 
@@ -170,6 +171,74 @@ def compute_inherent_noise(
     )
 
 
+@dataclass
+class MethodNoise:
+    """The input noise an attribution method adds, as read off the method itself.
+
+    Attributes
+    ----------
+    sigma : callable
+        ``sigma(x) -> σ`` broadcastable to ``x`` (zeros for a method without input noise).
+    n_draws : int or None
+        The method's number of noisy samples (``nt_samples``), if it has one.
+    source : str
+        What the noise was read from (shown in ``InherentNoise.noise_sources``).
+    """
+
+    sigma: Any
+    n_draws: int | None
+    source: str
+
+
+def method_noise(method: Any, options: dict[str, Any] | None = None) -> MethodNoise | None:
+    """The input noise of ``method`` with ``attribute`` options ``options``, if it is known.
+
+    - :class:`captum_ext.AdaptGrad`: its per-feature σ (its own bounds, confidence and κ).
+    - ``captum.attr.NoiseTunnel`` and :class:`captum_ext.SeededNoiseTunnel`: ``stdevs`` from
+      the options (Captum's default 1.0), ``nt_samples`` draws (default 5).
+    - :class:`captum_ext.FusionGrad`: ``input_std``, ``n_samples`` draws.
+    - any other Captum ``Attribution`` (Saliency, Integrated Gradients, LRP, NoiseGrad, ...):
+      no input noise, σ = 0.
+
+    Returns None for anything that is not a Captum attribution (the metric then falls back to
+    its configured ``noise``).
+    """
+    from captum.attr import Attribution, NoiseTunnel
+
+    from captum_ext.noise import AdaptGrad, FusionGrad
+
+    options = options or {}
+    if isinstance(method, AdaptGrad):
+        return MethodNoise(
+            method.noise_std, options.get("nt_samples", 5), f"AdaptGrad(c={method.confidence})"
+        )
+    if isinstance(method, NoiseTunnel):
+        stdevs = options.get("stdevs", 1.0)
+        if isinstance(stdevs, tuple):
+            if len(stdevs) != 1:
+                raise ValueError("InherentNoise takes one input tensor; got several stdevs.")
+            stdevs = stdevs[0]
+        return MethodNoise(
+            lambda x: torch.as_tensor(stdevs, dtype=x.dtype, device=x.device),
+            options.get("nt_samples", 5),
+            f"{type(method).__name__}(stdevs={stdevs if isinstance(stdevs, float) else 'tensor'})",
+        )
+    if isinstance(method, FusionGrad):
+        std = method.input_std
+        return MethodNoise(
+            lambda x: torch.as_tensor(std, dtype=x.dtype, device=x.device),
+            method.n_samples,
+            f"FusionGrad(input_std={std if isinstance(std, float) else 'tensor'})",
+        )
+    if isinstance(method, Attribution):
+        return MethodNoise(
+            lambda x: torch.zeros((), dtype=x.dtype, device=x.device),
+            None,
+            f"{type(method).__name__} (no input noise)",
+        )
+    return None
+
+
 class InherentNoise(QuantusDefaults):
     """Quantus metric: the inherent noise of a Gaussian-smoothing explainer (seed 003).
 
@@ -202,14 +271,25 @@ class InherentNoise(QuantusDefaults):
         Seed of the private generator for the empirical draws (or pass ``generator``).
     generator : torch.Generator, optional
         Private generator (the global RNG is never used).
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    noise_from_method : bool
+        Inside ``quantus.evaluate`` (or with an ``explain_func`` built by
+        :func:`quantus_metrics.explain_func_from`), take σ and the number of draws from the
+        explained method itself (:func:`method_noise`): AdaptGrad's σ_i, a NoiseTunnel's
+        ``stdevs``/``nt_samples``, FusionGrad's ``input_std``; a method without input noise
+        (Saliency, Integrated Gradients, LRP, ...) scores 0. Explain functions that do not
+        carry their method (plain functions, ``quantus.explain``) use ``noise``. Default True;
+        False always uses ``noise``.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------
     results : list of InherentNoiseResult
         One entry per evaluated batch of the last call.
+    noise_source : str
+        Where the last call's noise came from (the method, or the configured ``noise``).
 
     Examples
     --------
@@ -236,6 +316,7 @@ class InherentNoise(QuantusDefaults):
         score: str = "pixel_level",
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        noise_from_method: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -252,26 +333,65 @@ class InherentNoise(QuantusDefaults):
         self.n_draws = n_draws
         self.score = score
         self.generator = make_generator(generator, seed)
+        self.noise_from_method = bool(noise_from_method)
         self.results: list[InherentNoiseResult] = []
+        self.noise_source = "configured"
+        self._method_noise: MethodNoise | None = None
 
-    def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
-        """Evaluate ``x_batch``; ``a_batch``/``explain_func`` are accepted but not needed."""
+    def __call__(
+        self,
+        model: Any,
+        x_batch: np.ndarray,
+        y_batch: np.ndarray,
+        explain_func: Any = None,
+        explain_func_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Evaluate ``x_batch``; the explanations themselves are not needed.
+
+        With ``noise_from_method`` and an ``explain_func`` that carries its method
+        (``explain_func_from``), σ and the draws are the method's (see :func:`method_noise`).
+        """
         self.results = []
-        return super().__call__(model, x_batch, y_batch, **kwargs)
+        self._method_noise = None
+        self.noise_source = f"configured noise={self.noise!r}"
+        factory = getattr(explain_func, "method_factory", None)
+        if self.noise_from_method and factory is not None:
+            module = unwrap_model(model)
+            options = {
+                **getattr(explain_func, "attribute_kwargs", {}),
+                **{k: v for k, v in (explain_func_kwargs or {}).items() if k != "method"},
+            }
+            self._method_noise = method_noise(factory(module), options)
+            if self._method_noise is not None:
+                self.noise_source = self._method_noise.source
+        return super().__call__(
+            model,
+            x_batch,
+            y_batch,
+            explain_func=explain_func,
+            explain_func_kwargs=explain_func_kwargs,
+            **kwargs,
+        )
 
     def compute(self, x: torch.Tensor | np.ndarray) -> InherentNoiseResult:
         """The full :class:`InherentNoiseResult` for a batch of inputs (no Quantus plumbing)."""
         inputs = torch.as_tensor(x)
         if not inputs.is_floating_point():
             inputs = inputs.double()
-        sigma = noise_sigma(
-            inputs, self.bounds, self.noise, self.alpha, self.confidence, self.kappa
-        )
+        n_draws = self.n_draws
+        if self._method_noise is not None:
+            sigma = torch.broadcast_to(self._method_noise.sigma(inputs), inputs.shape)
+            n_draws = self._method_noise.n_draws or n_draws
+        else:
+            sigma = noise_sigma(
+                inputs, self.bounds, self.noise, self.alpha, self.confidence, self.kappa
+            )
         return compute_inherent_noise(
             inputs,
             sigma,
             self.bounds,
-            self.n_draws,
+            n_draws,
             generator=self.generator,
             progress=self.display_progressbar,
         )
@@ -281,3 +401,22 @@ class InherentNoise(QuantusDefaults):
         result = self.compute(x_batch)
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **hist_kwargs: Any,
+    ) -> Any:
+        """Histogram of the per-feature out-of-bounds probability A_i (Zhou et al., Fig. 3)."""
+        if not self.results:
+            raise ValueError("Nothing to plot: call the metric first.")
+        ax = plot_axes(ax)
+        values = torch.cat([r.per_feature.flatten() for r in self.results]).double().cpu()
+        ax.hist(values.numpy(), bins=np.linspace(0.0, 1.0, 41), alpha=0.6, label=label,
+                **hist_kwargs)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel(f"A_i: P(feature leaves the bounds), noise: {self.noise_source}")
+        ax.set_ylabel("features")
+        return finish_plot(ax, label, path_to_save)

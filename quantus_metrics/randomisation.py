@@ -27,9 +27,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core.modules import model_device_dtype, unwrap_model
+from captum_ext.core.progress import show_progress
 from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
 from captum_ext.core.validation import check_open_unit, check_positive_int
-from quantus_metrics._base import NORM_TYPES, QuantusDefaults, mean_per_layer, metric_defaults
+from quantus_metrics._base import (
+    NORM_TYPES,
+    QuantusDefaults,
+    finish_plot,
+    mean_per_layer,
+    metric_defaults,
+    plot_axes,
+)
 from quantus_metrics._bootstrap import bootstrap_ci
 from quantus_metrics.ssim import ReferenceSSIM, SSIMOptions, percentile_normalise, reduce_channels
 
@@ -43,6 +51,8 @@ __all__ = [
 _INITS = ("default", "truncated_normal")
 _CHUNK_ELEMENTS = 2**22  # map elements normalised and scored at once (bounds the SSIM memory)
 _ORDERS = ("cascading", "independent")
+_LAYOUTS = ("per_sample", "mprt")
+ORIGINAL = "original"
 
 
 def parameterised_layers(
@@ -115,6 +125,15 @@ def randomise_layer(module: nn.Module, seed: int, init: str = "default") -> None
         with torch.random.fork_rng(devices=sorted(set(cuda))):
             torch.manual_seed(seed)
             module.reset_parameters()
+
+
+def _aggregate_scores(scores: Any) -> Any:
+    """Mean of scores in any of the layouts: per-sample dicts or floats, or MPRT's dict."""
+    if isinstance(scores, dict):
+        return {name: float(np.nanmean(values)) for name, values in scores.items()}
+    if scores and isinstance(scores[0], dict):
+        return mean_per_layer(scores)
+    return float(np.nanmean(scores))
 
 
 class _SSIMScoring(QuantusDefaults):
@@ -211,7 +230,10 @@ class _SSIMScoring(QuantusDefaults):
 
     def _start(self, total: int, desc: str) -> None:
         self.n_constant_maps = 0
-        self._bar = tqdm(total=total, desc=desc, disable=not self.display_progressbar)
+        # display_progressbar=None (ModelRandomisationSSIM's default): on terminals only.
+        self._bar = tqdm(
+            total=total, desc=desc, disable=not show_progress(self.display_progressbar)
+        )
 
     def _bootstrap(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return bootstrap_ci(values, self.confidence, self.n_resamples, seed=self.seed)
@@ -273,6 +295,16 @@ class ModelRandomisationSSIM(_SSIMScoring):
         Also randomise BatchNorm/GroupNorm/LayerNorm layers (skipped by default).
     layers : sequence of str, optional
         Restrict to these layer names (still in execution order from the output).
+    layout : {"per_sample", "mprt"}
+        ``"per_sample"`` (default): one ``{layer: SSIM}`` dict per sample. ``"mprt"``:
+        ``quantus.MPRT``'s layout, ``{"original": [...], layer: [...], ...}`` with one list entry
+        per sample, ``"original"`` being the SSIM of each original map with itself (1 up to
+        rounding) and the layers in randomisation order, so the scores tabulate next to
+        ``quantus.MPRT``'s (use ``randomise_norm_layers=True`` to randomise the same layers).
+    return_average_correlation, return_last_correlation : bool
+        As in ``quantus.MPRT``: one float per sample, the mean SSIM over the randomised layers
+        or the SSIM after the last (input-most) layer; ``agg_func=np.mean`` in
+        ``quantus.evaluate`` then gives one number per method.
 
     Attributes
     ----------
@@ -288,7 +320,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
     """
 
     name = "Model Randomisation SSIM"
-    _aggregate = staticmethod(mean_per_layer)
+    _aggregate = staticmethod(_aggregate_scores)
 
     def __init__(
         self,
@@ -296,13 +328,28 @@ class ModelRandomisationSSIM(_SSIMScoring):
         init: str = "default",
         randomise_norm_layers: bool = False,
         layers: Sequence[str] | None = None,
+        layout: str = "per_sample",
+        return_average_correlation: bool = False,
+        return_last_correlation: bool = False,
         **kwargs: Any,
     ) -> None:
         if order not in _ORDERS:
             raise ValueError(f"order must be one of {_ORDERS}, got {order!r}.")
         if init not in _INITS:
             raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
+        if layout not in _LAYOUTS:
+            raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}.")
+        # A long call (one explanation per layer and batch): a bar on terminals by default.
+        kwargs.setdefault("display_progressbar", None)
+        if return_average_correlation and return_last_correlation:
+            raise ValueError(
+                "Set at most one of return_average_correlation and return_last_correlation."
+            )
         super().__init__(**kwargs)
+        self.layout = layout
+        self.return_average_correlation = return_average_correlation
+        self.return_last_correlation = return_last_correlation
+        self.per_sample_scores: list[dict[str, float]] = []
         self.order = order
         self.init = init
         self.randomise_norm_layers = randomise_norm_layers
@@ -334,6 +381,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         # serve as the first batch's working copy (one deep copy fewer). A model with modules
         # in train mode (BatchNorm statistics) gets a fresh copy per batch.
         self._spare_copy = None if any(m.training for m in probe.modules()) else probe
+        self._original: list[float] = []
         self._start(len(x_batch) * len(self.layer_names), "randomisation SSIM")
 
     def evaluate_batch(
@@ -354,6 +402,8 @@ class ModelRandomisationSSIM(_SSIMScoring):
             randomised = copy.deepcopy(module)
         reference = self._explain(randomised, x_batch, y_batch, a_batch)
         score = self._scorer(reference)
+        if self.layout == "mprt":  # MPRT's "original" entry: each map against itself
+            self._original.extend(score(reference).detach().cpu().to(torch.float64).tolist())
         independent = self.order == "independent"
         modules = dict(randomised.named_modules())
         # Layers are normalised and scored together, a bounded number at a time: the same
@@ -383,12 +433,35 @@ class ModelRandomisationSSIM(_SSIMScoring):
     def custom_postprocess(self, **kwargs: Any) -> None:
         self._bar.close()
         self._spare_copy = None
+        self.per_sample_scores = list(self.evaluation_scores)
         values = np.array([[s[name] for name in self.layer_names] for s in self.evaluation_scores])
         low, high = self._bootstrap(values)
         self.confidence_intervals = {
             name: (float(lo), float(hi))
             for name, lo, hi in zip(self.layer_names, low, high, strict=True)
         }
+        # The layouts of quantus.MPRT, applied before Quantus aggregates (return_aggregate).
+        if self.return_average_correlation:
+            self.evaluation_scores = values.mean(axis=1).tolist()
+        elif self.return_last_correlation:
+            self.evaluation_scores = values[:, -1].tolist()
+        elif self.layout == "mprt":
+            self.evaluation_scores = self.scores_by_layer(original=True)
+
+    def scores_by_layer(self, original: bool = False) -> dict[str, list[float]]:
+        """The last call's scores as ``{layer: [score per sample]}`` (``quantus.MPRT``'s layout).
+
+        Layers in randomisation order; with ``original=True`` (and ``layout="mprt"``, which
+        computes it) ``"original"`` comes first.
+        """
+        if not self.per_sample_scores:
+            raise ValueError("No scores yet: call the metric first.")
+        table = {name: [s[name] for s in self.per_sample_scores] for name in self.layer_names}
+        if original:
+            if len(self._original) != len(self.per_sample_scores):
+                raise ValueError('"original" scores are computed with layout="mprt" only.')
+            table = {ORIGINAL: list(self._original), **table}
+        return table
 
     def plot(
         self,
@@ -397,15 +470,12 @@ class ModelRandomisationSSIM(_SSIMScoring):
         path_to_save: str | None = None,
         **line_kwargs: Any,
     ) -> Any:
-        """Mean SSIM per randomised layer with its bootstrap band (seed 001, Figure 4b)."""
-        import matplotlib.pyplot as plt
-
+        """Mean SSIM per randomised layer with its bootstrap band (Sixt et al., Figure 4b)."""
         if not self.confidence_intervals:
             raise ValueError("Nothing to plot: call the metric first (return_aggregate=False).")
         names = self.layer_names
-        means = mean_per_layer(self.evaluation_scores)
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+        means = mean_per_layer(self.per_sample_scores)
+        ax = plot_axes(ax)
         positions = np.arange(len(names))
         (line,) = ax.plot(
             positions, [means[n] for n in names], marker="o", label=label, **line_kwargs
@@ -422,11 +492,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         ax.set_xlabel(f"{self.order} randomisation up to layer (output → input)")
         ax.set_ylabel(f"SSIM, {100 * self.confidence:g} % CI")
         ax.set_ylim(-0.05, 1.05)
-        if label is not None:
-            ax.legend(fontsize="small")
-        if path_to_save is not None:
-            ax.figure.savefig(path_to_save, bbox_inches="tight")
-        return ax
+        return finish_plot(ax, label, path_to_save)
 
 
 @_ssim_docs
@@ -461,6 +527,7 @@ class RandomLogitSSIM(_SSIMScoring):
             check_positive_int("n_classes", n_classes, minimum=2)
         super().__init__(**kwargs)
         self.n_classes = n_classes
+        self.per_sample_scores: list[float] = []
         self.confidence_interval: tuple[float, float] = (float("nan"), float("nan"))
         self.other_classes = np.empty(0, dtype=np.int64)
 
@@ -508,5 +575,27 @@ class RandomLogitSSIM(_SSIMScoring):
 
     def custom_postprocess(self, **kwargs: Any) -> None:
         self._bar.close()
+        self.per_sample_scores = [float(v) for v in self.evaluation_scores]
         low, high = self._bootstrap(np.asarray(self.evaluation_scores, dtype=np.float64))
         self.confidence_interval = (float(low), float(high))
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **hist_kwargs: Any,
+    ) -> Any:
+        """Histogram of the per-sample SSIM, its mean and bootstrap interval (Figure 4a)."""
+        if not self.per_sample_scores:
+            raise ValueError("Nothing to plot: call the metric first.")
+        ax = plot_axes(ax)
+        values = np.asarray(self.per_sample_scores)
+        bins = np.linspace(-0.05, 1.05, 23)
+        _, _, patches = ax.hist(values, bins=bins, alpha=0.6, label=label, **hist_kwargs)
+        colour = patches[0].get_facecolor() if len(patches) else None
+        ax.axvline(float(values.mean()), color=colour, linestyle="--")
+        ax.axvspan(*self.confidence_interval, color=colour, alpha=0.2, linewidth=0)
+        ax.set_xlabel(f"SSIM(target map, random-class map); mean, {100 * self.confidence:g} % CI")
+        ax.set_ylabel("samples")
+        return finish_plot(ax, label, path_to_save)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
-from quantus_metrics._base import QuantusDefaults
+from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
 __all__ = [
     "SpectralComplexity",
@@ -234,9 +234,10 @@ class SpectralComplexity(QuantusDefaults):
         Which summary each sample's score is.
     reduce, rank, n_bins, min_size
         See :func:`spectral_complexity`.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------
@@ -302,3 +303,23 @@ class SpectralComplexity(QuantusDefaults):
         self.spectra.append(result)
         values = getattr(result, self.score)
         return [float(v) for v in values.cpu()]
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **line_kwargs: Any,
+    ) -> Any:
+        """Mean radially averaged power spectrum of the last call's maps (log power)."""
+        if not self.spectra:
+            raise ValueError("Nothing to plot: call the metric first.")
+        ax = plot_axes(ax)
+        power = torch.cat([r.power for r in self.spectra]).double().cpu()
+        frequencies = self.spectra[0].frequencies.double().cpu()
+        ax.plot(frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **line_kwargs)
+        ax.axvline(self.cutoff, color="grey", linestyle=":")
+        ax.set_yscale("log")
+        ax.set_xlabel("normalised frequency (cut-off dotted)")
+        ax.set_ylabel("share of power")
+        return finish_plot(ax, label, path_to_save)

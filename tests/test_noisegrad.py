@@ -73,7 +73,7 @@ def test_zero_std_equals_wrapped_and_model_unchanged(net, make, extra):
     before = ModelSnapshot.of(net)
     plain = make(net).attribute(x, target=2, **extra)
     ours = NoiseGrad(make(net), n_models=3, std=0.0).attribute(
-        x, target=2, seed=0, show_progress=False, **extra
+        x, target=2, seed=0, progress=False, **extra
     )
     torch.testing.assert_close(ours, plain, **_tol(dtype))
     assert before.diff(ModelSnapshot.of(net)) == []
@@ -84,7 +84,7 @@ def test_matches_slow_reference_and_changes_the_map(net):
     x = _x(dtype, seed=1)
     before = ModelSnapshot.of(net)
     ours = NoiseGrad(Saliency(net), n_models=4, std=0.3).attribute(
-        x, target=1, seed=7, abs=False, show_progress=False
+        x, target=1, seed=7, abs=False, progress=False
     )
     expected = _slow_noisegrad(net, x, 1, 4, 0.3, 7)
     torch.testing.assert_close(ours, expected, **_tol(dtype))
@@ -98,15 +98,15 @@ def test_factory_equals_instance_and_seeding(net):
     x = _x(dtype, seed=2)
     state = torch.random.get_rng_state()
     by_instance = NoiseGrad(Saliency(net), n_models=3).attribute(
-        x, target=0, seed=3, show_progress=False
+        x, target=0, seed=3, progress=False
     )
     by_factory = NoiseGrad(lambda m: Saliency(m), model=net, n_models=3).attribute(
-        x, target=0, generator=torch.Generator().manual_seed(3), show_progress=False
+        x, target=0, generator=torch.Generator().manual_seed(3), progress=False
     )
     by_ctor_seed = NoiseGrad(Saliency(net), n_models=3, seed=3).attribute(
-        x, target=0, show_progress=False
+        x, target=0, progress=False
     )
-    other = NoiseGrad(Saliency(net), n_models=3).attribute(x, target=0, seed=4, show_progress=False)
+    other = NoiseGrad(Saliency(net), n_models=3).attribute(x, target=0, seed=4, progress=False)
     assert torch.equal(by_instance, by_factory) and torch.equal(by_instance, by_ctor_seed)
     assert not torch.equal(by_instance, other)
     assert torch.equal(torch.random.get_rng_state(), state)
@@ -117,12 +117,12 @@ def test_param_filter(net):
     x = _x(dtype, seed=3)
     nothing = NoiseGrad(Saliency(net), n_models=2, param_filter=lambda name, p: False)
     torch.testing.assert_close(
-        nothing.attribute(x, target=0, seed=0, show_progress=False),
+        nothing.attribute(x, target=0, seed=0, progress=False),
         Saliency(net).attribute(x, target=0),
         **_tol(dtype),
     )
     weights_only = NoiseGrad(Saliency(net), n_models=2, param_filter=lambda n, p: "weight" in n)
-    result = weights_only.attribute(x, target=0, seed=0, show_progress=False)
+    result = weights_only.attribute(x, target=0, seed=0, progress=False)
     assert result.shape == x.shape and torch.isfinite(result).all()
 
 
@@ -131,15 +131,13 @@ def test_model_untouched_after_failure_and_train_mode_kept(net):
     net.train()
     before = ModelSnapshot.of(net)
     with pytest.raises((IndexError, RuntimeError)):
-        NoiseGrad(Saliency(net), n_models=2).attribute(
-            _x(dtype), target=17, seed=0, show_progress=False
-        )
+        NoiseGrad(Saliency(net), n_models=2).attribute(_x(dtype), target=17, seed=0, progress=False)
 
     def broken(model):
         raise RuntimeError("factory failed")
 
     with pytest.raises(RuntimeError, match="factory failed"):
-        NoiseGrad(broken, model=net).attribute(_x(dtype), target=0, show_progress=False)
+        NoiseGrad(broken, model=net).attribute(_x(dtype), target=0, progress=False)
     assert before.diff(ModelSnapshot.of(net)) == []
 
 
@@ -149,7 +147,7 @@ def test_fusiongrad_against_direct_computation(net):
     x, n_models, n_samples, std, input_std = _x(dtype, seed=4, n=2), 2, 3, 0.2, 0.1
     ours = FusionGrad(
         Saliency(net), n_models=n_models, std=std, n_samples=n_samples, input_std=input_std
-    ).attribute(x, target=3, seed=5, abs=False, show_progress=False)
+    ).attribute(x, target=3, seed=5, abs=False, progress=False)
     gen = torch.Generator().manual_seed(5)
     params = dict(net.named_parameters())
     total = torch.zeros_like(x)
@@ -172,8 +170,8 @@ def test_fusiongrad_without_input_noise_is_noisegrad(net):
     fg = FusionGrad(Saliency(net), n_models=1, n_samples=2, input_std=0.0)
     ng = NoiseGrad(Saliency(net), n_models=1)
     torch.testing.assert_close(
-        fg.attribute(x, target=1, seed=2, show_progress=False),
-        ng.attribute(x, target=1, seed=2, show_progress=False),
+        fg.attribute(x, target=1, seed=2, progress=False),
+        ng.attribute(x, target=1, seed=2, progress=False),
         **_tol(dtype),
     )
 
@@ -185,17 +183,15 @@ def test_nesting_in_noisetunnel_and_adaptgrad(net):
     before = ModelSnapshot.of(net)
     ng = NoiseGrad(Saliency(net), n_models=2, seed=0)
     with torch.random.fork_rng(devices=[]):
-        s_ng = NoiseTunnel(ng).attribute(x, nt_samples=2, stdevs=0.1, target=0, show_progress=False)
-    a_ng = AdaptGrad(ng, (0.0, 1.0)).attribute(
-        x, nt_samples=2, target=0, seed=1, show_progress=False
-    )
+        s_ng = NoiseTunnel(ng).attribute(x, nt_samples=2, stdevs=0.1, target=0, progress=False)
+    a_ng = AdaptGrad(ng, (0.0, 1.0)).attribute(x, nt_samples=2, target=0, seed=1, progress=False)
     assert s_ng.shape == a_ng.shape == x.shape
     assert torch.isfinite(s_ng).all() and torch.isfinite(a_ng).all()
     # inputs on the bounds: σ = 0, so A-NG reduces to NG exactly
     binary = (x > 0.5).to(dtype)
     torch.testing.assert_close(
-        AdaptGrad(ng, (0.0, 1.0)).attribute(binary, nt_samples=2, target=0, show_progress=False),
-        ng.attribute(binary, target=0, show_progress=False),
+        AdaptGrad(ng, (0.0, 1.0)).attribute(binary, nt_samples=2, target=0, progress=False),
+        ng.attribute(binary, target=0, progress=False),
         **_tol(dtype),
     )
     assert before.diff(ModelSnapshot.of(net)) == []
@@ -216,7 +212,7 @@ def test_tuple_inputs_and_forward_args():
     gen = torch.Generator().manual_seed(0)
     u, v = torch.rand(4, 5, generator=gen).double(), torch.rand(4, 2, generator=gen).double()
     ours = NoiseGrad(Saliency(model), n_models=2, std=0.0).attribute(
-        (u, v), target=1, additional_forward_args=(3.0,), seed=0, show_progress=False
+        (u, v), target=1, additional_forward_args=(3.0,), seed=0, progress=False
     )
     plain = Saliency(model).attribute((u, v), target=1, additional_forward_args=(3.0,))
     assert isinstance(ours, tuple) and len(ours) == 2
@@ -226,10 +222,16 @@ def test_tuple_inputs_and_forward_args():
 
 def test_progress_bar_switch(net, capsys):
     x = _x(next(net.parameters()).dtype, n=1)
-    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, show_progress=True)
+    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, progress=True)
     assert "NoiseGrad" in capsys.readouterr().err
-    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, show_progress=False)
+    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, progress=False)
     assert "NoiseGrad" not in capsys.readouterr().err
+    # progress=None (default): a bar on terminals only; pytest's captured stderr is none
+    NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0)
+    assert "NoiseGrad" not in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match="progress="):
+        NoiseGrad(Saliency(net), n_models=2).attribute(x, target=0, seed=0, show_progress=True)
+    assert "NoiseGrad" in capsys.readouterr().err
 
 
 def test_bad_input(net):
@@ -265,9 +267,9 @@ def test_wraps_captum_ext_lrp():
     before = ModelSnapshot.of(model)
     plain = lrp_cls(model).attribute(x, target=2)
     ours = NoiseGrad(lrp_cls(model), n_models=2, std=0.0).attribute(
-        x, target=2, seed=0, show_progress=False
+        x, target=2, seed=0, progress=False
     )
     torch.testing.assert_close(ours, plain, rtol=1e-10, atol=1e-12)
-    noisy = NoiseGrad(lrp_cls(model), n_models=2).attribute(x, target=2, show_progress=False)
+    noisy = NoiseGrad(lrp_cls(model), n_models=2).attribute(x, target=2, progress=False)
     assert torch.isfinite(noisy).all()
     assert before.diff(ModelSnapshot.of(model)) == []

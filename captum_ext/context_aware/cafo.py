@@ -29,6 +29,8 @@ from captum_ext.context_aware.hessian import (
     loss_gradient,
 )
 from captum_ext.context_aware.options import CAFOOptions, resolve_options
+from captum_ext.core.progress import show_progress
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_positive, check_result_finite
 
 __all__ = ["CAFO", "pair_normalize"]
@@ -43,7 +45,7 @@ class _Problem:
     lambda2: torch.Tensor
 
 
-class CAFO(GradientAttribution):
+class CAFO(ReprFromInit, GradientAttribution):
     """Context-Aware First-Order saliency (seed 004, Definition 2; Smooth CAFO, eq. 8).
 
     The loss is the cross-entropy against the target class (the predicted class by default, as in
@@ -157,7 +159,7 @@ class CAFO(GradientAttribution):
             "step": options.step,
             "backtrack": options.backtrack,
             "tol": options.tol,
-            "progress": options.progress,
+            "progress": show_progress(options.progress),
         }
         with frozen(self.forward_func):
             problem = self._problem(
@@ -244,16 +246,17 @@ def _noisy(rows: torch.Tensor, n_samples: int, stdev: float, options: CAFOOption
 
 
 def pair_normalize(attribution: torch.Tensor, percentile: float = 99.0) -> torch.Tensor:
-    """Grey-scale saliency in [0, 1] as in seed 004's figures (PAIR / SmoothGrad, Appendix D).
+    """Grey-scale saliency in [0, 1] as in Singla et al.'s figures (PAIR / SmoothGrad, App. D).
 
-    ``Σ_c |Δ|`` over the channel dimension (dim 1 of ``(B, C, H, W)``; ``(B, H, W)`` or
-    ``(B, d)`` maps are used as they are), then per sample ``vmin = min``, ``vmax`` = the
-    ``percentile``-th percentile (linear interpolation) and
-    ``clip((m − vmin)/(vmax − vmin), 0, 1)``.
+    ``Σ_c |Δ|`` over the channel dimension of ``(B, C, H, W)`` maps, kept as a channel of size
+    one: the result is ``(B, 1, H, W)``, the layout every method returns, so it goes straight
+    into :mod:`captum_ext.visualization`. ``(B, H, W)`` or ``(B, d)`` maps are used as they are
+    (shape kept). Then per sample ``vmin = min``, ``vmax`` = the ``percentile``-th percentile
+    (linear interpolation) and ``clip((m − vmin)/(vmax − vmin), 0, 1)``.
     """
     maps = attribution.detach().abs()
     if maps.dim() == 4:
-        maps = maps.sum(dim=1)
+        maps = maps.sum(dim=1, keepdim=True)
     flat = maps.reshape(maps.shape[0], -1).to(torch.float64)
     vmin = flat.amin(dim=1, keepdim=True)
     vmax = torch.quantile(flat, percentile / 100.0, dim=1, keepdim=True)

@@ -56,8 +56,9 @@ class CAFOOptions:
         neither is given). The global RNG is never used.
     loss : {"cross_entropy", "logit"}
         Cross-entropy against the target (paper) or the target logit itself.
-    progress : bool
-        tqdm bar over the FISTA iterations.
+    progress : bool, optional
+        tqdm bar over the FISTA iterations; ``None`` (default) shows it on interactive terminals
+        only (:func:`captum_ext.core.progress.show_progress`).
     """
 
     lambda1: PerSample = 0.0
@@ -74,7 +75,7 @@ class CAFOOptions:
     seed: int | None = None
     generator: torch.Generator | None = None
     loss: Literal["cross_entropy", "logit"] = "cross_entropy"
-    progress: bool = False
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.generator, int) and not isinstance(self.generator, bool):

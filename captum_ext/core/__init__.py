@@ -9,6 +9,7 @@
 
 from captum_ext.core.guard import ModelGuard, ModelSnapshot
 from captum_ext.core.modified_backward import (
+    has_modified_backward,
     modified_backward,
     register_modified_backward,
     supported_methods,
@@ -17,6 +18,7 @@ from captum_ext.core.modified_backward import (
 __all__ = [
     "ModelGuard",
     "ModelSnapshot",
+    "has_modified_backward",
     "modified_backward",
     "register_modified_backward",
     "supported_methods",

@@ -41,7 +41,8 @@ def modified_gradients(
     inputs_tuple = _format_tensor_into_tuples(inputs)
     check_finite(inputs_tuple)
     extra = _format_additional_forward_args(additional_forward_args)
-    mask = apply_gradient_requirements(inputs_tuple)
+    # Requiring gradients on the inputs is this method's own business, not the user's: no warning.
+    mask = apply_gradient_requirements(inputs_tuple, warn=False)
     try:
         with torch.enable_grad(), install():
             output = _run_forward(model, inputs_tuple, None, extra)

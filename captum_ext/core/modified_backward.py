@@ -70,6 +70,16 @@ def supported_methods() -> list[str]:
         for cls in _REGISTRY
     )
 
+def has_modified_backward(method: object) -> bool:
+    """Whether ``method`` (an attribution instance) has a registered modified backward.
+
+    Metrics that propagate through the method's rules (``quantus_metrics.CSC``) use it to refuse
+    methods they cannot trace (Integrated Gradients, NoiseTunnel, CASO, ...) before computing.
+    """
+    return any(cls in _REGISTRY for cls in type(method).__mro__)
+
+
+
 
 def _lookup(method: object) -> Mechanism:
     for cls in type(method).__mro__:

@@ -29,6 +29,7 @@ from torch import nn
 
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import register_modified_backward
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
 from captum_ext.lrp.captum_rules import from_captum_rule
@@ -38,7 +39,7 @@ from captum_ext.lrp.rules import GradientRule, LRPRule
 __all__ = ["LRP", "LayerLRP"]
 
 
-class LRP(CaptumLRP):
+class LRP(ReprFromInit, CaptumLRP):
     """Layer-wise relevance propagation with rule sets and canonizers (Bach et al. 2015).
 
     Parameters

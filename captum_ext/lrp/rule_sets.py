@@ -27,6 +27,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from captum_ext.core.canonization import is_folded
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.lrp._layer import LINEAR_TYPES
 from captum_ext.lrp.canonizers import SumModule
 from captum_ext.lrp.rules import (
@@ -117,7 +118,7 @@ _ROUTING = (
 )
 
 
-class RuleSet:
+class RuleSet(ReprFromInit):
     """A mapping from a model's layers to LRP rules.
 
     Precedence: ``name_map`` (exact names from ``model.named_modules()``), then ``first_map``
@@ -225,9 +226,6 @@ class RuleSet:
                 raise TypeError(rule.refusal(module, name))
             resolved.append((name, module, rule))
         return resolved
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
 
 
 def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:

@@ -30,6 +30,7 @@ buffers, flags and modes stay bit-for-bit the same.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from captum_ext.core.modules import model_of
+from captum_ext.core.progress import show_progress as _show_progress
 from captum_ext.core.randomness import make_generator
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
     check_finite,
     check_positive,
@@ -59,7 +62,7 @@ _FACTORY_HINT = (
 ParamFilter = Callable[[str, nn.Parameter], bool]
 
 
-class NoiseGrad(GradientAttribution):
+class NoiseGrad(ReprFromInit, GradientAttribution):
     """NoiseGrad: average attributions over models with multiplicative weight noise.
 
     Parameters
@@ -91,7 +94,7 @@ class NoiseGrad(GradientAttribution):
     Examples
     --------
     >>> ng = NoiseGrad(Saliency(model), n_models=10, std=0.2)
-    >>> maps = ng.attribute(images, target=labels, seed=0, show_progress=False)
+    >>> maps = ng.attribute(images, target=labels, seed=0, progress=False)
     """
 
     def __init__(
@@ -149,7 +152,8 @@ class NoiseGrad(GradientAttribution):
         *,
         generator: torch.Generator | None = None,
         seed: int | None = None,
-        show_progress: bool = True,
+        progress: bool | None = None,
+        show_progress: bool | None = None,
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, ...]:
         """Mean attribution over ``n_models`` perturbed copies of the model.
@@ -163,8 +167,11 @@ class NoiseGrad(GradientAttribution):
         generator, seed
             This call's random stream (at most one); with neither, the constructor's ``seed``.
             The global RNG is never touched.
-        show_progress : bool
-            tqdm bar over the model draws.
+        progress : bool, optional
+            tqdm bar over the model draws; ``None`` (default) shows it on interactive terminals
+            only (:func:`captum_ext.core.progress.show_progress`), as for every long method.
+        show_progress : bool, optional
+            Deprecated spelling of ``progress``.
         **kwargs
             Further arguments of the wrapped method (``baselines``, ``abs``, ...).
 
@@ -175,6 +182,13 @@ class NoiseGrad(GradientAttribution):
         """
         if kwargs.get("return_convergence_delta", False):
             raise ValueError(f"{type(self).__name__} does not return convergence deltas.")
+        if show_progress is not None:
+            warnings.warn(
+                "show_progress is deprecated; pass progress= (the keyword of every long method).",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            progress = show_progress if progress is None else progress
         formatted = _format_tensor_into_tuples(inputs)
         check_finite(formatted, "inputs")
         device = next(iter(self.model.parameters()), formatted[0]).device
@@ -185,7 +199,7 @@ class NoiseGrad(GradientAttribution):
         total: list[Tensor] | None = None
         with torch.no_grad():
             for _ in tqdm(
-                range(self.n_models), disable=not show_progress, desc=type(self).__name__
+                range(self.n_models), disable=not _show_progress(progress), desc=type(self).__name__
             ):
                 for mine, theirs in zip(copy_params, user_params):
                     noise = torch.randn(

@@ -21,6 +21,7 @@ from captum.log import log_usage
 from torch import Tensor
 
 from captum_ext.core.randomness import make_generator
+from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int, check_result_finite
 
 __all__ = ["SeededNoiseTunnel", "TunnelOptions"]
@@ -48,7 +49,7 @@ def _normal(shape: torch.Size, like: Tensor, generator: torch.Generator) -> Tens
     return noise.to(like.device)
 
 
-class SeededNoiseTunnel(NoiseTunnel):
+class SeededNoiseTunnel(ReprFromInit, NoiseTunnel):
     """Captum's ``NoiseTunnel`` with per-feature σ tensors and a private random generator.
 
     ``attribute`` takes everything ``NoiseTunnel.attribute`` takes; ``stdevs`` may additionally

@@ -4,10 +4,10 @@ Tests, examples, benchmarks and the report all draw their models and data from h
 number quoted anywhere in the project refers to the same network and the same images.
 """
 
+from captum_ext.data import IMAGENET_MEAN, IMAGENET_STD, channel_bounds, imagenet_bounds
 from captum_ext.zoo.data import (
     DigitsDataset,
     digits_split,
-    imagenet_bounds,
     natural_image_batch,
 )
 from captum_ext.zoo.models import (
@@ -22,12 +22,15 @@ from captum_ext.zoo.real import efficientnet_lite0, imagenet_samples, mnist_digi
 from captum_ext.zoo.training import default_cache_dir, train_digits_cnn
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "DigitsDataset",
     "SEED001_INPUT_SIZE",
     "Seed001CNN",
     "SmallMLP",
     "SmallVGG",
     "TinyResNet",
+    "channel_bounds",
     "default_cache_dir",
     "digits_split",
     "efficientnet_lite0",

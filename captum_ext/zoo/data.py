@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# The bounds helpers are public API in captum_ext.data; re-exported here for the zoo's users.
+from captum_ext.data import IMAGENET_MEAN, IMAGENET_STD, imagenet_bounds  # noqa: F401
+
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")
 
 _DIGITS_MAX = 16.0  # load_digits stores pixel intensities as integers 0..16
@@ -105,13 +106,6 @@ def digits_split(
     order = torch.randperm(n, generator=generator)
     n_test = max(1, round(n * test_fraction))
     return order[n_test:].sort().values, order[:n_test].sort().values
-
-
-def imagenet_bounds(dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel value bounds of [0, 1] images after ImageNet normalisation."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=dtype)
-    std = torch.tensor(IMAGENET_STD, dtype=dtype)
-    return (0.0 - mean) / std, (1.0 - mean) / std
 
 
 def natural_image_batch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -79,11 +81,16 @@ def run(ctx: ReportContext) -> Section:
         p_max = model(images).softmax(1).amax(1).double().cpu().numpy()
     cafo = CAFO(model).attribute(images)
     caso_method = CASO(model)
-    # paper settings (Table 1): λ₁ = 0, λ₂ = L/2 + 10, 10 iterations, closed-form Hessian
-    caso = caso_method.attribute(images, tol=1e-6)
-    top = closed_form_hessian(model, images).top_eigenvalue()
-    # the digits CNN's curvature is small next to c₁ = 10, so also a Hessian-dominated setting
-    tight = CASO(model).attribute(images, lambda2=(0.55 * top).clamp_min(1e-30), n_iter=300)
+    tight_method = CASO(model)
+    # The paper's fixed iteration counts leave some problems short of tol; that is part of what
+    # is reproduced, so the count goes into the section's numbers instead of a console warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"CASO: .* did not converge")
+        # paper settings (Table 1): λ₁ = 0, λ₂ = L/2 + 10, 10 iterations, closed-form Hessian
+        caso = caso_method.attribute(images, tol=1e-6)
+        top = closed_form_hessian(model, images).top_eigenvalue()
+        # the digits CNN's curvature is small next to c₁ = 10, so also a Hessian-dominated setting
+        tight = tight_method.attribute(images, lambda2=(0.55 * top).clamp_min(1e-30), n_iter=300)
     diffs = {
         "λ₂ = L/2 + 10 (paper)": (_unit(caso) - _unit(cafo)).norm(dim=1).double().cpu().numpy(),
         "λ₂ = 0.55·L": (_unit(tight) - _unit(cafo)).norm(dim=1).double().cpu().numpy(),
@@ -98,6 +105,10 @@ def run(ctx: ReportContext) -> Section:
         rows.append([label, f"{rho:.3f}", f"{high:.3g}", f"{low:.3g}", f"{diff.max():.3g}"])
         numbers[label] = {"spearman": rho, "mean_diff_confident": high, "mean_diff_other": low}
     numbers["top_eigenvalue_median"] = float(top.median())
+    numbers["not_converged"] = {
+        "λ₂ = L/2 + 10 (paper), 10 iterations": int((~caso_method.last_converged).sum()),
+        "λ₂ = 0.55·L, 300 iterations": int((~tight_method.last_converged).sum()),
+    }
 
     # Figure 3: one image, a decade sweep of λ₁ solved in one batch, and the search's choice
     image = images[:1]
@@ -109,10 +120,10 @@ def run(ctx: ReportContext) -> Section:
     fig3 = _figure3(
         ctx,
         image[0],
-        pair_normalize(sweep).cpu().numpy(),
+        pair_normalize(sweep)[:, 0].cpu().numpy(),
         lambdas,
         etas,
-        pair_normalize(chosen)[0].cpu().numpy(),
+        pair_normalize(chosen)[0, 0].cpu().numpy(),
         float(search.last_lambda1[0]),
         float(search.last_sparsity[0]),
     )
