@@ -841,7 +841,7 @@ class ConvergenceConstants(QuantusDefaults):
             [r.errors.detach().double().cpu() / s for r, s in zip(self.results, scale)], dim=1
         )
         constant = torch.cat([r.relative_constant.detach().double().cpu() for r in self.results])
-        reference = float(self.options["n_reference"])
+        reference = float(self.options.n_reference)
         (line,) = ax.plot(grid, errors.mean(1).numpy(), marker="o", label=label, **line_kwargs)
         fitted = float(constant.mean()) * np.sqrt(1.0 / grid + 1.0 / reference)
         ax.plot(grid, fitted, color=line.get_color(), linestyle="--")
