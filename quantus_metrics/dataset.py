@@ -287,7 +287,7 @@ class _Engine:
                         sub,
                         x[ok],
                         t[ok],
-                        a,
+                        a[ok],
                         (method.name, metric.name),
                         order,
                         rows,

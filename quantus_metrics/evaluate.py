@@ -24,7 +24,7 @@ import torch
 from quantus_metrics.dataset import evaluate_dataset
 
 
-def _digits_model(device: str) -> torch.nn.Module:
+def _digits_model() -> torch.nn.Module:
     from captum_ext.zoo import train_digits_cnn
 
     return train_digits_cnn(progress=False).model
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from quantus_metrics.dataset import load_dataset
 
     if args.model is None:
-        model = _digits_model(args.device or "cpu")
+        model = _digits_model()
     else:
         model = load_callable(args.model, "--model")()
         if args.weights:

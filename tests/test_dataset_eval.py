@@ -183,20 +183,22 @@ def _png(path: Path, value: float) -> None:
 
 def test_bad_input_is_recorded_and_counted(tmp_path):
     pytest.importorskip("PIL")
-    folder = tmp_path / "images"
-    _png(folder / "a" / "0.png", 0.2)
-    _png(folder / "a" / "1.png", 0.6)
-    (folder / "a" / "2.png").write_bytes(b"not a png")  # unreadable
     from PIL import Image
 
-    (folder / "b").mkdir()
-    Image.fromarray(np.full((8, 8, 3), 255, dtype=np.uint8)).save(folder / "b" / "3.png")
-    _png(folder / "c" / "4.png", 0.4)  # class 2 of a 2-class model
-    out = tmp_path / "out"
     from tests.dataset_fixtures import rgb_model
 
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    # the sample whose method raises comes first, so the others' maps must be re-indexed
+    Image.fromarray(np.full((8, 8, 3), 255, dtype=np.uint8)).save(folder / "a" / "0.png")
+    _png(folder / "a" / "1.png", 0.6)
+    (folder / "a" / "2.png").write_bytes(b"not a png")  # unreadable
+    _png(folder / "b" / "3.png", 0.2)
+    _png(folder / "c" / "4.png", 0.4)  # class 2 of a 2-class model
+    out = tmp_path / "out"
+    model = rgb_model()
     result = evaluate_dataset(
-        rgb_model(),
+        model,
         str(folder),
         ["tests.dataset_fixtures:fragile_method"],
         ["SpectralComplexity"],
@@ -209,11 +211,19 @@ def test_bad_input_is_recorded_and_counted(tmp_path):
     )
     rows = _table(out)
     by_key = dict(zip(rows["key"], rows["error"]))
-    assert by_key["a/0.png"] is None and by_key["a/1.png"] is None
+    assert by_key["a/1.png"] is None and by_key["b/3.png"] is None
     assert by_key["a/2.png"].startswith("load: ")
-    assert by_key["b/3.png"] == "method: ValueError: white image"
+    assert by_key["a/0.png"] == "method: ValueError: white image"
     assert by_key["c/4.png"] == "label: 2 is outside the model's 2 classes"
     assert rows["target"][rows["key"].index("b/3.png")] == 1
+    from quantus_metrics._dataset_io import ImageFolderDataset
+
+    images = ImageFolderDataset(folder, image_size=8)
+    for key, label in (("a/1.png", 0), ("b/3.png", 1)):
+        x = images[images.files.index(folder / key)][0][None]
+        a = Saliency(model).attribute(x, target=label, abs=False)
+        expected = SpectralComplexity()(model, x.numpy(), np.array([label]), a_batch=a.numpy())
+        np.testing.assert_allclose(rows["value"][rows["key"].index(key)], expected[0], rtol=1e-6)
     (summary,) = result.summary
     assert summary["n"] == 2 and summary["n_errors"] == 3
     assert result.extra["samples_with_errors"] == 3
