@@ -18,6 +18,7 @@ never on the rank, the batch composition or the number of processes:
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import random
@@ -81,6 +82,40 @@ def load_callable(spec: str, what: str) -> Any:
     except (ImportError, AttributeError) as err:
         raise ValueError(f"{what} {spec!r} cannot be loaded: {err}") from err
     return obj
+
+
+def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"Name(a=1, b='x')"`` → ``("Name", {"a": 1, "b": "x"})``; literal keyword values only."""
+    if not spec.endswith(")") or "(" not in spec:
+        return spec, {}
+    base, _, rest = spec.partition("(")
+    try:
+        call = ast.parse(f"f({rest}", mode="eval").body
+        if not isinstance(call, ast.Call) or call.args:
+            raise ValueError("only keyword options")
+        options = {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"{spec!r}: options must be literal keywords, e.g. Name(n_steps=16, mode='x') ({err})."
+        ) from err
+    if None in options:
+        raise ValueError(f"{spec!r}: **options are not supported, name each keyword.")
+    return base, options
+
+
+def split_specs(text: str) -> list[str]:
+    """Split a comma-separated list, keeping commas inside parentheses (``A(x=1, y=2),B``)."""
+    items, depth, current = [], 0, []
+    for char in text:
+        depth += char == "("
+        depth -= char == ")"
+        if char == "," and depth == 0:
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    items.append("".join(current).strip())
+    return [item for item in items if item]
 
 
 # --------------------------------------------------------------------------------------- methods
@@ -167,9 +202,16 @@ _CAPTUM_SIGNED = {"Saliency": {"abs": False}}
 
 
 def resolve_method(spec: Any, bounds: tuple[float, float] | None = None) -> MethodSpec:
-    """A :class:`MethodSpec` from a spec, a name (ours or Captum's) or ``"module:callable"``."""
+    """A :class:`MethodSpec` from a spec, a name (ours or Captum's) or ``"module:callable"``.
+
+    ``"Name(key=value, ...)"`` adds literal ``attribute`` options
+    (``"IntegratedGradients(n_steps=16)"``); the full string names the rows."""
     if isinstance(spec, MethodSpec):
         return spec
+    if isinstance(spec, str) and spec.endswith(")"):
+        base, options = split_options(spec)
+        resolved = resolve_method(base, bounds)
+        return MethodSpec(spec, resolved.factory, {**resolved.attribute_kwargs, **options})
     if isinstance(spec, str):
         builtin = _builtin_methods(bounds)
         if spec in builtin:
@@ -237,7 +279,9 @@ _QUANTUS_OPTIONS = {
 }
 
 
-def _builtin_metrics(bounds: tuple[float, float] | None) -> dict[str, MetricSpec]:
+def _builtin_metrics(
+    bounds: tuple[float, float] | None, options: dict[str, Any] | None = None
+) -> dict[str, MetricSpec]:
     from quantus_metrics import (
         CSC,
         ConvergenceConstants,
@@ -247,24 +291,26 @@ def _builtin_metrics(bounds: tuple[float, float] | None) -> dict[str, MetricSpec
         SpectralComplexity,
     )
 
+    kw = dict(options or {})
+
     def inherent_noise(seed: int) -> Any:
-        if bounds is None:
+        if bounds is None and "bounds" not in kw:
             raise ValueError("InherentNoise needs the data bounds: pass bounds=(low, high).")
-        return InherentNoise(bounds=bounds, seed=seed, n_draws=64)
+        return InherentNoise(**{"bounds": bounds, "n_draws": 64, **kw, "seed": seed})
 
     return {
         "SpectralComplexity": MetricSpec(
-            "SpectralComplexity", lambda s: SpectralComplexity(), "none", explains=False
+            "SpectralComplexity", lambda s: SpectralComplexity(**kw), "none", explains=False
         ),
         "ModelRandomisationSSIM": MetricSpec(
-            "ModelRandomisationSSIM", lambda s: ModelRandomisationSSIM(seed=s), "model"
+            "ModelRandomisationSSIM", lambda s: ModelRandomisationSSIM(**kw, seed=s), "model"
         ),
         "RandomLogitSSIM": MetricSpec(
-            "RandomLogitSSIM", lambda s: RandomLogitSSIM(seed=s), "sample"
+            "RandomLogitSSIM", lambda s: RandomLogitSSIM(**kw, seed=s), "sample"
         ),
-        "CSC": MetricSpec("CSC", lambda s: CSC(seed=s, n_vectors=5), "sample"),
+        "CSC": MetricSpec("CSC", lambda s: CSC(**{"n_vectors": 5, **kw, "seed": s}), "sample"),
         "ConvergenceConstants": MetricSpec(
-            "ConvergenceConstants", lambda s: ConvergenceConstants(seed=s), "sample"
+            "ConvergenceConstants", lambda s: ConvergenceConstants(**kw, seed=s), "sample"
         ),
         "InherentNoise": MetricSpec(
             "InherentNoise", inherent_noise, "sample", uses_method=False, explains=False
@@ -274,22 +320,32 @@ def _builtin_metrics(bounds: tuple[float, float] | None) -> dict[str, MetricSpec
 
 def resolve_metric(spec: Any, bounds: tuple[float, float] | None = None) -> MetricSpec:
     """A :class:`MetricSpec` from a spec, our metric's name, ``"quantus:<Name>"`` or
-    ``"module:callable"`` (a factory; with a ``seed`` parameter it is seeded per sample)."""
+    ``"module:callable"`` (a factory; with a ``seed`` parameter it is seeded per sample).
+
+    ``"Name(key=value, ...)"`` passes literal constructor options
+    (``"quantus:RandomLogit(num_classes=10)"``); the full string names the rows."""
     if isinstance(spec, MetricSpec):
         return spec
     if isinstance(spec, str):
-        builtin = _builtin_metrics(bounds)
-        if spec in builtin:
-            return builtin[spec]
-        if spec.startswith("quantus:"):
+        base, options = split_options(spec)
+        builtin = _builtin_metrics(bounds, options)
+        if base in builtin:
+            found = builtin[base]
+            found.name = spec
+            return found
+        if base.startswith("quantus:"):
             import quantus
 
-            cls = getattr(quantus, spec.partition(":")[2], None)
+            cls = getattr(quantus, base.partition(":")[2], None)
             if not (isinstance(cls, type) and issubclass(cls, quantus.Metric)):
                 raise ValueError(f"{spec!r}: quantus has no metric class of that name.")
-            return MetricSpec(spec, lambda s: cls(**_QUANTUS_OPTIONS), "global")
-        if ":" in spec:
-            factory = load_callable(spec, "metric")
+            kwargs = {**_QUANTUS_OPTIONS, **options}
+            return MetricSpec(spec, lambda s: cls(**kwargs), "global")
+        if ":" in base:
+            factory = load_callable(base, "metric")
+            if options:
+                plain = factory
+                factory = _with_options(plain, options)
             return _metric_from_callable(spec, factory)
         raise ValueError(
             f"Unknown metric {spec!r}: use one of {sorted(builtin)}, 'quantus:<MetricClass>' "
@@ -300,11 +356,20 @@ def resolve_metric(spec: Any, bounds: tuple[float, float] | None = None) -> Metr
     raise TypeError(f"a metric must be a name, a MetricSpec or a callable, got {type(spec)}.")
 
 
-def _metric_from_callable(name: str, factory: Callable[..., Any]) -> MetricSpec:
+def _with_options(factory: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:
+    if "seed" in _parameters(factory):
+        return lambda seed: factory(**options, seed=seed)
+    return lambda: factory(**options)
+
+
+def _parameters(factory: Callable[..., Any]) -> set[str]:
     try:
-        takes_seed = "seed" in inspect.signature(factory).parameters
+        return set(inspect.signature(factory).parameters)
     except (TypeError, ValueError):
-        takes_seed = False
-    if takes_seed:
+        return set()
+
+
+def _metric_from_callable(name: str, factory: Callable[..., Any]) -> MetricSpec:
+    if "seed" in _parameters(factory):
         return MetricSpec(name, lambda s: factory(seed=s), "sample")
     return MetricSpec(name, lambda s: factory(), "global")

@@ -643,6 +643,8 @@ def _run(
             num_workers=num_workers,
             collate_fn=_collate_and_stack,
             pin_memory=device.type == "cuda",
+            # its own generator: a DataLoader otherwise draws its base seed from the global RNG
+            generator=torch.Generator().manual_seed(seed),
         )
         bar = tqdm(
             total=todo,

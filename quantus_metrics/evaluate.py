@@ -57,12 +57,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--methods",
         default="Saliency,LRP",
-        help="comma-separated: ours, captum.attr names or module:callable",
+        help="comma-separated: ours, captum.attr names or module:callable; "
+        "Name(key=value, ...) adds attribute options",
     )
     p.add_argument(
         "--metrics",
         default="SpectralComplexity,RandomLogitSSIM",
-        help="comma-separated: ours, quantus:<Metric> or module:callable",
+        help="comma-separated: ours, quantus:<Metric> or module:callable; "
+        "Name(key=value, ...) adds constructor options",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
@@ -92,7 +94,7 @@ def _floats(text: str | None) -> list[float] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from quantus_metrics._dataset_specs import load_callable
+    from quantus_metrics._dataset_specs import load_callable, split_specs
     from quantus_metrics.dataset import load_dataset
 
     if args.model is None:
@@ -113,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate_dataset(
         model,
         data,
-        [m for m in args.methods.split(",") if m],
-        [m for m in args.metrics.split(",") if m],
+        split_specs(args.methods),
+        split_specs(args.metrics),
         args.out,
         seed=args.seed,
         batch_size=args.batch_size,

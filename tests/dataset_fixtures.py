@@ -12,12 +12,13 @@ N_SAMPLES = 24
 
 def tiny_model(in_channels: int = 1, n_classes: int = 5) -> nn.Module:
     """A seeded two-layer CNN on 8×8 inputs (initialised from a private generator)."""
-    model = nn.Sequential(
-        nn.Conv2d(in_channels, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(4 * 8 * 8, n_classes),
-    )
+    with torch.random.fork_rng(devices=[]):  # the layers' default init must not touch it
+        model = nn.Sequential(
+            nn.Conv2d(in_channels, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(4 * 8 * 8, n_classes),
+        )
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for param in model.parameters():

@@ -166,6 +166,44 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path):
     assert (whole / "summary.csv").read_text() == (part / "summary.csv").read_text()
 
 
+def test_quantus_metrics_are_keyed_and_the_global_rngs_untouched(tmp_path):
+    import random
+
+    import quantus
+    from torch.utils.data import Subset
+
+    metric = "quantus:FaithfulnessCorrelation(subset_size=8, nr_runs=20)"
+    model, data = tiny_model(), Subset(tiny_data(), range(6))
+    states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())  # noqa: NPY002
+    for name, batch_size in (("b1", 1), ("b3", 3)):
+        evaluate_dataset(
+            model, data, ["Saliency"], ["quantus:Sparseness", metric], tmp_path / name,
+            batch_size=batch_size, exact=True, **OPTIONS,
+        )  # fmt: skip
+    assert torch.equal(states[0], torch.get_rng_state())
+    assert np.array_equal(states[1], np.random.get_state()[1])  # noqa: NPY002
+    assert states[2] == random.getstate()
+    a, b = _table(tmp_path / "b1"), _table(tmp_path / "b3")
+    _assert_same_rows(a, b, exact=True)
+    assert all(e is None for e in a["error"])
+    x, y = tiny_data().x, tiny_data().y
+    for i in (0, 1, 4):  # oracle: Quantus called alone with the sample's keyed global seed
+        attribution = Saliency(model).attribute(x[i : i + 1], target=y[i : i + 1], abs=False)
+        with keyed_global_rng(sample_seed(0, i, f"metric:{metric}:Saliency")):
+            expected = quantus.FaithfulnessCorrelation(
+                subset_size=8, nr_runs=20, disable_warnings=True, display_progressbar=False
+            )(
+                model, x[i : i + 1].numpy(), y[i : i + 1].numpy(),
+                a_batch=attribution.detach().numpy(), channel_first=True, device="cpu",
+            )[0]  # fmt: skip
+        rows = [
+            v for s, k, v in zip(a["sample"], a["metric"], a["value"]) if s == i and k == metric
+        ]
+        assert rows == [expected]
+    scores = [v for k, v in zip(a["metric"], a["value"]) if k == metric]
+    assert scores[0] != scores[1]  # same image, different sample ids: different subsets
+
+
 def test_another_configuration_is_refused(tmp_path):
     _run(tmp_path, batch_size=8, max_batches=1)
     with pytest.raises(ValueError, match="another configuration"):
