@@ -137,12 +137,16 @@ class MethodSpec:
         ``"seed"``: ``attribute`` takes ``seed`` (called per sample with the sample's seed);
         ``"global"``: draws from the global RNG (called per sample in :func:`keyed_global_rng`);
         ``"none"``: deterministic (called on whole batches). Detected when not given.
+    prepare : callable, optional
+        Model-level work done once per rank before the loop, the same on every rank:
+        ``prepare(model, dataset) -> factory`` (pattern fitting on the first samples).
     """
 
     name: str
     factory: Callable[[nn.Module], Any]
     attribute_kwargs: dict[str, Any] = field(default_factory=dict)
     randomness: str | None = None
+    prepare: Callable[[nn.Module, Any], Callable[[nn.Module], Any]] | None = None
 
     def resolve_randomness(self, model: nn.Module) -> str:
         if self.randomness is None:
@@ -174,7 +178,15 @@ def _detect_method_randomness(method: Any) -> str:
 def _builtin_methods(bounds: tuple[float, float] | None) -> dict[str, MethodSpec]:
     from captum.attr import Saliency
 
-    from captum_ext import LRP, AdaptGrad, NoiseGrad, RectGrad, SeededNoiseTunnel
+    from captum_ext import (
+        LRP,
+        AdaptGrad,
+        NoiseGrad,
+        PatternAttribution,
+        PatternNet,
+        RectGrad,
+        SeededNoiseTunnel,
+    )
     from captum_ext.lrp import EpsilonPlus
 
     def adaptgrad(model: nn.Module) -> Any:
@@ -183,7 +195,12 @@ def _builtin_methods(bounds: tuple[float, float] | None) -> dict[str, MethodSpec
         return AdaptGrad(Saliency(model), bounds=bounds)
 
     span = 1.0 if bounds is None else bounds[1] - bounds[0]
+    patterns = {
+        name: MethodSpec(name, cls, prepare=_pattern_fit(cls))
+        for name, cls in (("PatternNet", PatternNet), ("PatternAttribution", PatternAttribution))
+    }
     return {
+        **patterns,
         "LRP": MethodSpec("LRP", lambda m: LRP(m, rule_set=EpsilonPlus())),
         "RectGrad": MethodSpec("RectGrad", RectGrad),
         "SmoothGrad": MethodSpec(
@@ -196,6 +213,32 @@ def _builtin_methods(bounds: tuple[float, float] | None) -> dict[str, MethodSpec
             "NoiseGrad", lambda m: NoiseGrad(Saliency(m), n_models=5), {"abs": False}
         ),
     }
+
+
+PATTERN_FIT_SAMPLES = 256
+"""Pattern methods are fitted on the first samples of the evaluated dataset, in index order."""
+
+
+def _pattern_fit(cls: type) -> Callable[[nn.Module, Any], Callable[[nn.Module], Any]]:
+    def prepare(model: nn.Module, dataset: Any) -> Callable[[nn.Module], Any]:
+        from torch.utils.data import DataLoader
+
+        from quantus_metrics._dataset_io import KeyedDataset, stack_valid
+
+        n = min(PATTERN_FIT_SAMPLES, len(dataset))
+        loader = DataLoader(
+            KeyedDataset(dataset), batch_sampler=[range(0, n)], collate_fn=lambda items: items
+        )
+        (items,) = list(loader)
+        _, x = stack_valid(items)
+        if x is None:
+            raise ValueError(
+                f"none of the first {n} samples could be loaded to fit {cls.__name__}."
+            )
+        state = cls(model).fit(x, progress=False).patterns_state_dict()
+        return lambda m: cls(m).load_patterns(state)
+
+    return prepare
 
 
 _CAPTUM_SIGNED = {"Saliency": {"abs": False}}
@@ -211,7 +254,13 @@ def resolve_method(spec: Any, bounds: tuple[float, float] | None = None) -> Meth
     if isinstance(spec, str) and spec.endswith(")"):
         base, options = split_options(spec)
         resolved = resolve_method(base, bounds)
-        return MethodSpec(spec, resolved.factory, {**resolved.attribute_kwargs, **options})
+        return MethodSpec(
+            spec,
+            resolved.factory,
+            {**resolved.attribute_kwargs, **options},
+            resolved.randomness,
+            resolved.prepare,
+        )
     if isinstance(spec, str):
         builtin = _builtin_methods(bounds)
         if spec in builtin:

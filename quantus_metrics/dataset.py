@@ -470,7 +470,8 @@ def evaluate_dataset(
         Map-style samples ``x`` or ``(x, label, ...)``; an image folder (class sub-folders give
         labels); or ``"module:callable"``. Unlabelled samples explain the predicted class.
     methods : sequence
-        Names (ours: ``LRP``, ``RectGrad``, ``SmoothGrad``, ``AdaptGrad``, ``NoiseGrad``; any
+        Names (ours: ``LRP``, ``RectGrad``, ``SmoothGrad``, ``AdaptGrad``, ``NoiseGrad``,
+        ``PatternNet``/``PatternAttribution`` fitted on the first 256 samples; any
         ``captum.attr`` class such as ``Saliency``), ``"module:callable"`` (``model ->
         Attribution``) or :class:`MethodSpec`.
     metrics : sequence
@@ -586,7 +587,7 @@ def _run(
         raise ValueError("device 'cuda' was asked for but no CUDA device is available.")
     if device != current:
         model = copy.deepcopy(model).to(device)  # the user's model stays where it is
-    method_specs = [resolve_method(m, bounds) for m in methods]
+    method_specs = [copy.copy(resolve_method(m, bounds)) for m in methods]  # specs are set up
     metric_specs = [resolve_metric(m, bounds) for m in metrics]
     names = [m.name for m in method_specs]
     if len(set(names)) != len(names) or len({m.name for m in metric_specs}) != len(metric_specs):
@@ -598,6 +599,9 @@ def _run(
     try:
         for spec in method_specs:
             spec.resolve_randomness(model)
+            if spec.prepare is not None:  # model-level work: once per rank, same on every rank
+                spec.factory = spec.prepare(model, dataset)
+                spec.prepare = None
         manifest = {
             "format": _FORMAT,
             "n_samples": n,

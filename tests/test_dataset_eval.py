@@ -204,6 +204,24 @@ def test_quantus_metrics_are_keyed_and_the_global_rngs_untouched(tmp_path):
     assert scores[0] != scores[1]  # same image, different sample ids: different subsets
 
 
+def test_pattern_methods_are_fitted_once_per_rank_on_the_first_samples(tmp_path):
+    from captum_ext import PatternAttribution
+
+    model, data = tiny_model(), tiny_data()
+    options = dict(OPTIONS, exact=True)
+    evaluate_dataset(
+        model, data, ["PatternAttribution"], ["SpectralComplexity"], tmp_path / "p", batch_size=5,
+        **options,
+    )  # fmt: skip
+    rows = _table(tmp_path / "p")
+    fitted = PatternAttribution(model).fit(data.x, progress=False)  # all 24 < 256 samples
+    for i in (0, 7, 23):
+        x, y = data.x[i : i + 1], data.y[i : i + 1]
+        a = fitted.attribute(x, target=y).detach().numpy()
+        expected = SpectralComplexity()(model, x.numpy(), y.numpy(), a_batch=a)[0]
+        assert rows["value"][rows["sample"].index(i)] == expected
+
+
 def test_another_configuration_is_refused(tmp_path):
     _run(tmp_path, batch_size=8, max_batches=1)
     with pytest.raises(ValueError, match="another configuration"):
