@@ -19,6 +19,7 @@ _EXPORTS: dict[str, str] = {
     "SpectralComplexity": "quantus_metrics.spectral",
     "ssim_batch": "quantus_metrics.ssim",
     "explain_func_from": "quantus_metrics.explain",
+    "evaluate_dataset": "quantus_metrics.dataset",
     "cosine_similarity_convergence": "quantus_metrics.csc",
     "random_baseline": "quantus_metrics.csc",
 }
