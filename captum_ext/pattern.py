@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 from captum_ext.core.validation import check_finite, check_positive_int
 from captum_ext.rectgrad import modified_gradients
@@ -358,6 +359,7 @@ class _PatternBase(GradientAttribution):
         return hook
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTupleOfTensorsGeneric,

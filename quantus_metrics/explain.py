@@ -18,6 +18,7 @@ import torch
 from captum.attr import Attribution
 from torch import nn
 
+from captum_ext.core.isolation import attribute_isolated
 from quantus_metrics._base import QuantusDefaults
 
 MethodFactory = Callable[[nn.Module], Attribution]
@@ -75,7 +76,9 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
-        attribution = method(model).attribute(x, target=target, **options)
+        # On a private view: Captum's own classes may leave state on the model (e.g. its LRP)
+        # or run it in train mode; captum_ext classes isolate themselves.
+        attribution = attribute_isolated(method(model), x, target=target, **options)
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ from captum_ext.context_aware.hessian import (
     frozen,
     loss_gradient,
 )
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.validation import (
     check_open_unit,
     check_positive,
@@ -79,6 +80,7 @@ class CAFO(GradientAttribution):
     """
 
     default_lambda2 = 10.0
+    _target_none_ok = True  # None explains the predicted class
 
     def __init__(self, forward_func: Callable[..., torch.Tensor]) -> None:
         super().__init__(forward_func)
@@ -88,6 +90,7 @@ class CAFO(GradientAttribution):
         self.last_converged: torch.Tensor | None = None
 
     @log_usage()
+    @isolated_call
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -12,6 +12,7 @@ form ``Jᵀ(diag p − ppᵀ)J`` for piecewise-linear networks (Proposition 1) o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any, Literal
 
 import torch
@@ -26,6 +27,8 @@ from captum_ext.context_aware.hessian import (
     build_factored,
     non_piecewise_linear_modules,
 )
+from captum_ext.context_aware.second_order import double_differentiable
+from captum_ext.core.isolation import isolated_call, owning_module
 from captum_ext.core.validation import check_positive, check_positive_int
 
 __all__ = ["CASO"]
@@ -51,6 +54,7 @@ class CASO(CAFO):
     """
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTuple,
@@ -117,29 +121,41 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
             raise ValueError(
                 f"hessian must be 'auto', 'closed_form' or 'autograd', got {hessian!r}."
             )
+        # Hardsigmoid/Hardswish and fused attention kernels have no double backward: run the
+        # (private) view with exact, twice-differentiable equivalents.
+        model = owning_module(self.forward_func)
+        context = double_differentiable(model) if model is not None else nullcontext()
+        with context:
+            return self._solve(inputs, target, additional_forward_args, hessian, c1,
+                               power_iterations, chunk_size, jacobian, lambda1=lambda1,
+                               lambda2=lambda2, n_iter=n_iter, step=step, backtrack=backtrack,
+                               tol=tol, lambda1_search=lambda1_search,
+                               sparsity_range=sparsity_range, n_lambda1=n_lambda1,
+                               n_samples=n_samples, stdev=stdev, generator=generator, loss=loss,
+                               progress=progress)  # fmt: skip
+
+    def _solve(
+        self,
+        inputs: Any,
+        target: Any,
+        additional_forward_args: Any,
+        hessian: str,
+        c1: float,
+        power_iterations: int,
+        chunk_size: int | None,
+        jacobian: str,
+        **options: Any,
+    ) -> Any:
         return self._attribute(
             inputs,
             target,
             additional_forward_args,
-            lambda1=lambda1,
-            lambda2=lambda2,
-            n_iter=n_iter,
-            step=step,
-            backtrack=backtrack,
-            tol=tol,
-            lambda1_search=lambda1_search,
-            sparsity_range=sparsity_range,
-            n_lambda1=n_lambda1,
-            n_samples=n_samples,
-            stdev=stdev,
-            generator=generator,
-            loss=loss,
-            progress=progress,
             hessian=hessian,
             c1=c1,
             power_iterations=power_iterations,
             chunk_size=chunk_size,
             jacobian=jacobian,
+            **options,
         )
 
     def _problem(

@@ -33,7 +33,7 @@ from captum._utils.common import (
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
-from captum_ext.core.validation import check_finite, check_targets
+from captum_ext.core.validation import check_finite, check_model_output, check_targets
 
 LossName = Literal["cross_entropy", "logit"]
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
@@ -77,6 +77,19 @@ _PIECEWISE_LINEAR = (
 )
 # Piecewise linear only in eval mode (batch statistics / random masks otherwise).
 _EVAL_ONLY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout, nn.Dropout2d)
+
+
+def _eigh(matrix: torch.Tensor, vectors: bool = True) -> Any:
+    """``torch.linalg.eigh``/``eigvalsh`` also for float16/bfloat16 (solved in float32).
+
+    LAPACK and cuSOLVER have no half-precision eigensolvers; the small ``c × c`` (or Krylov)
+    problems are solved in float32 and the results cast back.
+    """
+    work = matrix.float() if matrix.dtype in (torch.float16, torch.bfloat16) else matrix
+    if not vectors:
+        return torch.linalg.eigvalsh(work).to(matrix.dtype)
+    values, vecs = torch.linalg.eigh(work)
+    return values.to(matrix.dtype), vecs.to(matrix.dtype)
 
 
 def non_piecewise_linear_modules(model: nn.Module) -> list[str]:
@@ -337,7 +350,7 @@ class KrylovCache:
                 break
             projected = self.basis @ self.images.transpose(1, 2)
             previous = value
-            value = torch.linalg.eigvalsh((projected + projected.transpose(1, 2)) / 2)[:, -1]
+            value = _eigh((projected + projected.transpose(1, 2)) / 2, vectors=False)[:, -1]
             if bool(((value - previous).abs() <= rtol * value.abs()).all()):
                 break
             vector = self.images[:, -1]  # H·(newest basis vector): the next Krylov direction
@@ -433,7 +446,7 @@ class FactoredHessian:
             return zeros, jac.new_zeros(jac.shape[0], jac.shape[2], k)
         factor = self._factor()[:, 0]
         gram = factor.transpose(1, 2) @ (jac @ jac.transpose(1, 2)) @ factor
-        values, vecs = torch.linalg.eigh((gram + gram.transpose(1, 2)) / 2)
+        values, vecs = _eigh((gram + gram.transpose(1, 2)) / 2)
         values, vecs = values.flip(-1)[:, :k].clamp_min(0.0), vecs.flip(-1)[:, :, :k]
         sigma = values.sqrt()
         tol = sigma[:, :1] * n_classes * torch.finfo(jac.dtype).eps
@@ -565,6 +578,7 @@ def _prepare(
 
 def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
     """Class index per sample ``(B,)``; ``None`` picks the predicted class."""
+    logits = check_model_output(logits, "CAFO/CASO")
     if logits.dim() != 2:
         raise ValueError(
             f"the model must return logits of shape (batch, classes), got {tuple(logits.shape)}."

@@ -46,6 +46,7 @@ from captum.attr._utils.attribution import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.validation import (
     check_finite,
     check_open_unit,
@@ -341,6 +342,9 @@ class SeededNoiseTunnel(NoiseTunnel):
     replaced; expansion order (``repeat_interleave``), batching and smoothing are Captum's.
     """
 
+    # Captum runs the forward passes; check the output and the target once before sampling.
+    _preflight_forward = True
+
     def __init__(self, attribution_method: Attribution) -> None:
         if not isinstance(attribution_method, Attribution):
             raise TypeError(
@@ -352,6 +356,7 @@ class SeededNoiseTunnel(NoiseTunnel):
         self._generator: torch.Generator | None = None
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],
@@ -575,6 +580,7 @@ class AdaptGrad(SeededNoiseTunnel):
         self.clamp = bool(clamp)
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],

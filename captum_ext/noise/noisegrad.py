@@ -40,6 +40,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.validation import (
     check_finite,
     check_positive,
@@ -103,6 +104,9 @@ class NoiseGrad(GradientAttribution):
     >>> maps = ng.attribute(images, target=labels, seed=0, show_progress=False)
     """
 
+    # The wrapped method runs the forward passes; check output and target once before sampling.
+    _preflight_forward = True
+
     def __init__(
         self,
         attribution_method: Attribution | Factory,
@@ -150,6 +154,7 @@ class NoiseGrad(GradientAttribution):
         return False
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],
