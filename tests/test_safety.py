@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import Saliency
@@ -296,3 +297,21 @@ def test_caso_half_precision_eigenvalues(dtype):
     assert out.dtype == dtype and torch.isfinite(out.float()).all()
     # the closed-form top eigenvalue agrees with float32 to half precision
     torch.testing.assert_close(half.last_lambda2.float(), caso32.last_lambda2, rtol=0.05, atol=0.05)
+
+
+def test_pattern_fit_and_explain_func_from_leave_a_train_mode_model_untouched():
+    from captum_ext import PatternAttribution
+    from quantus_metrics import explain_func_from
+
+    model = _train_mode_model()
+    before, rng = ModelSnapshot.of(model), torch.get_rng_state()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        PatternAttribution(model).fit(_x(6), progress=False)
+        # Captum's own Saliency would update BatchNorm statistics and draw Dropout masks
+        explain = explain_func_from(Saliency)
+        first = explain(model=model, inputs=_x(2).numpy(), targets=[1, 2])
+        second = explain(model=model, inputs=_x(2).numpy(), targets=[1, 2])
+    assert ModelSnapshot.of(model).diff(before) == []
+    assert torch.equal(torch.get_rng_state(), rng)
+    np.testing.assert_array_equal(first, second)

@@ -87,6 +87,8 @@ def _view(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     memo[id(module)] = twin
     state["_parameters"] = {k: _alias(p, memo) for k, p in module._parameters.items()}
     state["_buffers"] = dict(module._buffers)
+    if "_non_persistent_buffers_set" in state:
+        state["_non_persistent_buffers_set"] = set(state["_non_persistent_buffers_set"])
     for name in _HOOK_DICTS:
         if name in state:
             state[name] = OrderedDict(state[name])
