@@ -537,7 +537,7 @@ def group_metrics() -> dict[str, Verdict]:
 
 
 def group_batching() -> dict[str, Verdict]:
-    from quantus_metrics import CSC, ConvergenceConstants, explain_func_from
+    from quantus_metrics import CSC, ConvergenceConstants, InherentNoise, explain_func_from
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -549,7 +549,7 @@ def group_batching() -> dict[str, Verdict]:
     rng = np.random.default_rng(0)
     x, y = rng.random((8, 1, 8, 8)), rng.integers(0, 4, 8)
     out: dict[str, Verdict] = {}
-    for metric in ("CSC", "ConvergenceConstants"):
+    for metric in ("CSC", "ConvergenceConstants", "InherentNoise"):
         scores = {}
         try:
             for bs in (1, 3, 8):
@@ -560,6 +560,13 @@ def group_batching() -> dict[str, Verdict]:
                             cnn, x, y, batch_size=bs
                         )
                         scores[bs] = np.array([[s[k] for k in sorted(s)] for s in res])
+                    elif metric == "InherentNoise":
+                        m = InherentNoise(
+                            n_draws=5, score="empirical_pixel_level", display_progressbar=False,
+                            disable_warnings=True,
+                        )  # fmt: skip
+                        res = m(cnn, x, y, explain_func=explain_func_from(Saliency), batch_size=bs)
+                        scores[bs] = np.asarray(res, dtype=np.float64)
                     else:
                         m = ConvergenceConstants(
                             sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,

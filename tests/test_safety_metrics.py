@@ -13,6 +13,7 @@ from captum_ext.core.sample_keys import sample_seed
 from quantus_metrics import (
     CSC,
     ConvergenceConstants,
+    InherentNoise,
     ModelRandomisationSSIM,
     RandomLogitSSIM,
     SpectralComplexity,
@@ -41,7 +42,7 @@ def test_sample_seeds_are_distinct_and_stable():
     assert sample_seed(0, 5) == sample_seed(0, 5) and 0 <= sample_seed(7, 1) < 2**63
 
 
-@pytest.mark.parametrize("metric", ["CSC", "ConvergenceConstants"])
+@pytest.mark.parametrize("metric", ["CSC", "ConvergenceConstants", "InherentNoise"])
 def test_per_sample_scores_do_not_depend_on_batch_size(metric):
     model = _cnn()
     x, y = _data(8)
@@ -51,6 +52,13 @@ def test_per_sample_scores_do_not_depend_on_batch_size(metric):
             m = CSC(method=Saliency, n_vectors=3, seed=1, display_progressbar=False)
             out = m(model, x, y, batch_size=batch_size)
             scores[batch_size] = np.array([[s[k] for k in sorted(s)] for s in out])
+        elif metric == "InherentNoise":
+            m = InherentNoise(
+                bounds=(0.0, 1.0), n_draws=5, score="empirical_pixel_level",
+                display_progressbar=False, disable_warnings=True,
+            )  # fmt: skip
+            ef = explain_func_from(Saliency)
+            scores[batch_size] = np.asarray(m(model, x, y, explain_func=ef, batch_size=batch_size))
         else:
             m = ConvergenceConstants(
                 sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,
