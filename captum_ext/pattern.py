@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from captum_ext.core.canonization import MergeBatchNorm, canonized
 from captum_ext.core.gradients import modified_gradients
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.isolation import isolated_call, model_view
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int
@@ -264,10 +265,13 @@ class _PatternBase(ReprFromInit, GradientAttribution):
             raise ValueError("data is empty; pass a non-empty tensor or DataLoader.")
         stats: dict[str, _Statistics] = {}
         handles = []
+        # A private eval-mode view: folding and hooks never touch the user's model, so other
+        # threads may use it meanwhile (captum_ext.core.isolation).
+        model, _ = model_view(self.model)
         try:
-            with ModelGuard(self.model), _folded_batchnorm(self.model), torch.no_grad():
-                layers = _pattern_layers(self.model)
-                outputs = _output_layers(self.model, layers, prepared(first))
+            with ModelGuard(model), _folded_batchnorm(model), torch.no_grad():
+                layers = _pattern_layers(model)
+                outputs = _output_layers(model, layers, prepared(first))
                 for name, layer in layers.items():
                     relu = pattern_type == "relu" and name not in outputs
                     stats[name] = _Statistics(layer, relu)
@@ -278,7 +282,7 @@ class _PatternBase(ReprFromInit, GradientAttribution):
                 for index, batch in enumerate(bar):
                     if max_batches is not None and index >= max_batches:
                         break
-                    self.model(prepared(batch))  # the hooks update the statistics
+                    model(prepared(batch))  # the hooks update the statistics
                 patterns = {name: s.pattern(y_mean) for name, s in stats.items()}
         finally:
             for handle in handles:
@@ -357,6 +361,7 @@ class _PatternBase(ReprFromInit, GradientAttribution):
         return hook
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTupleOfTensorsGeneric,

@@ -30,6 +30,7 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_ext.core.gradients import modified_gradients, relu_hooks, require_relu_modules
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
 
@@ -140,6 +141,7 @@ class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
             yield
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: TensorOrTupleOfTensorsGeneric,

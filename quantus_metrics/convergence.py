@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from captum_ext.core.krylov import KrylovCache
 from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
 from captum_ext.core.randomness import make_generator
+from captum_ext.core.sample_keys import sample_generators, sample_seed
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
 from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
@@ -548,6 +549,7 @@ def convergence_constants(
     *,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    sample_seeds: tuple[int, Sequence[int]] | None = None,
     **overrides: Any,
 ) -> ConvergenceResult:
     """Convergence constants of ``explain_func`` under ``perturbation`` (see the module docs).
@@ -571,6 +573,11 @@ def convergence_constants(
         Private random stream for the draws (default: seeded 0); the global RNG is untouched.
     progress : bool
         Show a tqdm bar over the explain calls.
+    sample_seeds : (int, sequence of int), optional
+        ``(seed, indices)``: perturb each sample with its own generator keyed to the seed and
+        its index in the data set (:mod:`captum_ext.core.sample_keys`), so its scores do not
+        depend on the batch it is in; the theoretical bounds then use a generator seeded with
+        ``seed``. ``generator`` is not used.
     """
     opts = ConvergenceOptions.of(options, **overrides)
     grid, n_reference, theoretical = opts.n_grid, opts.n_reference, opts.theoretical
@@ -579,6 +586,13 @@ def convergence_constants(
     if not torch.isfinite(x).all():
         raise ValueError("inputs contain NaN or Inf; clean them before measuring convergence.")
     rng = make_generator(generator)
+    keyed = None
+    if sample_seeds is not None:
+        seed, indices = sample_seeds
+        if len(indices) != len(x):
+            raise ValueError(f"sample_seeds has {len(indices)} indices for {len(x)} inputs.")
+        keyed = sample_generators(seed, indices)
+        rng = torch.Generator().manual_seed(sample_seed(seed, -1))
     kwargs = dict(explain_func_kwargs or {})
     output = _explained_output(model, x, y)
 
@@ -598,7 +612,14 @@ def convergence_constants(
             # never mix curve and reference draws in one chunk, so the bookkeeping stays simple
             limit = n_curve if done < n_curve else n_total
             k = min(draws_per_call, limit - done)
-            noisy = perturbation(x.repeat(k, *([1] * (x.dim() - 1))), rng)
+            if keyed is None:
+                noisy = perturbation(x.repeat(k, *([1] * (x.dim() - 1))), rng)
+            else:  # the same draw-major layout, each sample's k copies from its own stream
+                copies = [
+                    perturbation(x[i : i + 1].repeat(k, *([1] * (x.dim() - 1))), g)
+                    for i, g in enumerate(keyed)
+                ]
+                noisy = torch.stack(copies, 1).reshape(k * len(x), *x.shape[1:])
             targets = y.repeat(k)
             a = _explain(explain_func, model, noisy, targets, kwargs).view(k, len(x), -1)
             chunk_max = a.abs().amax((0, 2))  # NaN/Inf anywhere show up here: one pass, not two
@@ -774,11 +795,15 @@ class ConvergenceConstants(QuantusDefaults):
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
         self.score = score
         self.generator = make_generator(generator, seed)
+        # Draws are keyed to (this seed, sample index), so scores do not depend on batch_size.
+        self.seed = self.generator.initial_seed() if seed is None or generator else seed
+        self._offset = 0
         self.results: list[ConvergenceResult] = []
 
     def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
         """Evaluate with ``explain_func`` (required: the metric needs fresh draws)."""
         self.results = []
+        self._offset = 0
         if kwargs.get("explain_func") is None:
             raise ValueError("ConvergenceConstants needs explain_func to explain perturbed inputs.")
         return super().__call__(model, x_batch, y_batch, **kwargs)
@@ -790,8 +815,13 @@ class ConvergenceConstants(QuantusDefaults):
         y: torch.Tensor | np.ndarray,
         explain_func: ExplainFunc,
         explain_func_kwargs: dict[str, Any] | None = None,
+        first_index: int = 0,
     ) -> ConvergenceResult:
-        """The full :class:`ConvergenceResult` for one batch (no Quantus plumbing)."""
+        """The full :class:`ConvergenceResult` for one batch (no Quantus plumbing).
+
+        ``first_index`` is the data-set index of ``x[0]``: the draws of each sample are keyed
+        to its index and the metric's seed.
+        """
         device, dtype = model_device_dtype(model)
         inputs = torch.as_tensor(x, device=device, dtype=dtype)
         targets = torch.as_tensor(y, device=device).long().view(-1)
@@ -805,8 +835,8 @@ class ConvergenceConstants(QuantusDefaults):
             self.perturbation,
             explain_func_kwargs,
             self.options,
-            generator=self.generator,
             progress=self.display_progressbar,
+            sample_seeds=(self.seed, range(first_index, first_index + len(inputs))),
         )
 
     def evaluate_batch(
@@ -815,8 +845,14 @@ class ConvergenceConstants(QuantusDefaults):
         """One score per sample (see ``score``); full results go to :attr:`results`."""
         torch_model = unwrap_model(model)
         result = self.compute(
-            torch_model, x_batch, y_batch, self.explain_func, self.explain_func_kwargs
+            torch_model,
+            x_batch,
+            y_batch,
+            self.explain_func,
+            self.explain_func_kwargs,
+            first_index=self._offset,
         )
+        self._offset += len(x_batch)
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
 

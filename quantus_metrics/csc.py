@@ -36,6 +36,7 @@ from captum_ext.core import has_modified_backward, modified_backward
 from captum_ext.core.modified_backward import supported_methods
 from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, make_generator
+from captum_ext.core.sample_keys import keyed_normal, sample_generators
 from captum_ext.core.validation import check_finite, check_positive_int
 from quantus_metrics._base import (
     NORM_TYPES,
@@ -179,6 +180,7 @@ def cosine_similarity_convergence(
     trace_layers: Sequence[str] | None = None,
     additional_forward_args: Any = None,
     batched: bool | None = None,
+    sample_seeds: tuple[int, Sequence[int]] | None = None,
 ) -> CSCResult:
     """Inject random relevances at ``layer`` and measure their alignment below it.
 
@@ -208,6 +210,10 @@ def cosine_similarity_convergence(
         activations stay ``n_vectors``× smaller (the repeated batch ran 1.8× slower per row on
         the digits CNN). Default: ``True`` on accelerators, ``False`` on the CPU. Both inject the
         same vectors and give the same scores.
+    sample_seeds : (int, sequence of int), optional
+        ``(seed, indices)``: draw each sample's vectors from its own generator keyed to the seed
+        and the sample's index in the data set (:mod:`captum_ext.core.sample_keys`), so its
+        score does not depend on the batch it is in. ``generator`` is then not used.
 
     Returns
     -------
@@ -224,7 +230,6 @@ def cosine_similarity_convergence(
     _check_names(model, traced, "trace layers")
     if generator is None:
         generator = make_generator()
-    modules = dict(model.named_modules())
     batched = inputs.device.type != "cpu" if batched is None else batched
     copies = n_vectors if batched else 1
     repeated = inputs.detach().repeat(copies, *([1] * (inputs.dim() - 1)))
@@ -254,6 +259,9 @@ def cosine_similarity_convergence(
     handles = []
     try:
         with modified_backward(method) as forward:
+            # The forward runs a private view of the model: hook the view's modules.
+            view = forward.module
+            modules = dict(view.named_modules())
             for name in traced:
                 handles.append(modules[name].register_forward_pre_hook(capture_input(name)))
             if layer is not None:
@@ -268,7 +276,15 @@ def cosine_similarity_convergence(
             tensors = [repeated, *(captured[name] for name in names[1:])]
             # (n·B, ...) vectors, vector-major: the same draws in both modes
             shape = (target.shape[0] * n_vectors // copies, *target.shape[1:])
-            noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+            if sample_seeds is None:
+                noise = torch.randn(shape, generator=generator, dtype=torch.float64)
+            else:
+                seed, indices = sample_seeds
+                if len(indices) != len(inputs):
+                    raise ValueError(f"sample_seeds has {len(indices)} indices for {len(inputs)}.")
+                per_sample = (n_vectors, *target.shape[1:])
+                draws = keyed_normal(sample_generators(seed, indices), per_sample)
+                noise = draws.transpose(0, 1).reshape(shape)  # vector-major, as above
             noise = noise.to(device=target.device, dtype=target.dtype)
             chunks = (noise,) if batched else noise.chunk(n_vectors)
             parts = [
@@ -308,8 +324,9 @@ class CSC(QuantusDefaults):
         Injection layer (module name); the logits by default.
     n_vectors : int
         Random vectors per sample (≥ 2), 5 as in the paper.
-    seed : int, optional
-        Seed of the private generator (0 when not given); the vectors are reproducible and
+    seed : int
+        Seed of the private generators; each sample's vectors are keyed to the seed and its
+        index in ``x_batch``, so scores are reproducible, do not depend on ``batch_size`` and
         the global RNG is untouched.
     trace_layers : sequence of str, optional
         Modules whose input is compared (default: all parameterised non-norm modules).
@@ -471,6 +488,7 @@ class CSC(QuantusDefaults):
 
     def custom_preprocess(self, **kwargs: Any) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
+        self._offset = 0  # index of the next sample: its draws are keyed to it
         self._pooled: dict[str, list[np.ndarray]] = {}
         self.baselines, self.channels, self.distributions = {}, {}, {}
         self._bar = tqdm(
@@ -495,9 +513,10 @@ class CSC(QuantusDefaults):
             x,
             layer=self.layer,
             n_vectors=self.n_vectors,
-            generator=self._generator,
             trace_layers=self.trace_layers,
+            sample_seeds=(self.seed, range(self._offset, self._offset + len(x))),
         )
+        self._offset += len(x)
         for name, channels in result.channels.items():
             self.channels[name] = channels
             self.baselines.setdefault(name, random_baseline(channels))

@@ -19,6 +19,7 @@ import torch
 from captum.attr import Attribution
 from torch import nn
 
+from captum_ext.core.isolation import attribute_isolated
 from captum_ext.core.modules import model_device_dtype
 
 MethodFactory = Callable[[nn.Module], Attribution]
@@ -81,21 +82,15 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
         target = torch.as_tensor(np.asarray(targets), device=device).long().reshape(-1)
         options = {**attribute_kwargs}
         options.update({k: v for k, v in kwargs.items() if k not in _QUANTUS_KWARGS})
-        before = {module: set(vars(module)) for module in model.modules()}
-        try:
-            with warnings.catch_warnings():
-                # Captum announces its hooks on every GuidedBackprop/Deconvolution/DeepLift call;
-                # inside an evaluation loop that is one identical notice per call, nothing to act
-                # on.
-                for notice in CAPTUM_HOOK_NOTICES:
-                    warnings.filterwarnings("ignore", message=notice, category=UserWarning)
-                attribution = method(model).attribute(x, target=target, **options)
-        finally:
-            # Captum's own LRP leaves an ``activations`` dict on every layer; take back whatever
-            # attribute an attribution call added, so the user's model stays as it was.
-            for module, names in before.items():
-                for name in set(vars(module)) - names:
-                    delattr(module, name)
+        with warnings.catch_warnings():
+            # Captum announces its hooks on every GuidedBackprop/Deconvolution/DeepLift call;
+            # inside an evaluation loop that is one identical notice per call, nothing to act on.
+            for notice in CAPTUM_HOOK_NOTICES:
+                warnings.filterwarnings("ignore", message=notice, category=UserWarning)
+            # On a private view: Captum's own classes may leave state on the model (its LRP
+            # leaves an ``activations`` dict on every layer) or run it in train mode;
+            # captum_ext classes isolate themselves.
+            attribution = attribute_isolated(method(model), x, target=target, **options)
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ range in one draw, and the empirical fractions over the draws the explainer actu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from captum_ext.core.modules import unwrap_model
 from captum_ext.core.randomness import make_generator
+from captum_ext.core.sample_keys import keyed_normal, sample_generators
 from captum_ext.core.validation import check_positive_int
 from captum_ext.noise.statistics import (
     Bounds,
@@ -115,7 +117,7 @@ def _empirical(
     sigma: torch.Tensor,
     bounds: Bounds,
     n_draws: int,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
     chunk: int,
     progress: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +129,11 @@ def _empirical(
     with tqdm(total=n_draws, disable=not progress, desc="inherent noise draws") as bar:
         while done < n_draws:
             k = min(chunk, n_draws - done)
-            eps = torch.randn((k, *x.shape), generator=generator, dtype=x.dtype, device="cpu")
+            if isinstance(generator, list):  # one stream per sample: independent of batching
+                per_sample = (k, *x.shape[1:])
+                eps = keyed_normal(generator, per_sample, x.dtype).transpose(0, 1)
+            else:
+                eps = torch.randn((k, *x.shape), generator=generator, dtype=x.dtype, device="cpu")
             noisy = x + sigma * eps.to(x.device)
             outside = ((noisy < low) | (noisy > high)).flatten(2)
             outside_sum += outside.sum((0, 2)).double()
@@ -146,11 +152,15 @@ def compute_inherent_noise(
     seed: int | None = None,
     chunk: int = 64,
     progress: bool = False,
+    sample_seeds: tuple[int, Sequence[int]] | None = None,
 ) -> InherentNoiseResult:
     """Analytic and empirical inherent noise of ``x + ε``, ε ~ N(0, σ²) (seed 003, eq. 9/10).
 
     The empirical part draws ``n_draws`` noisy copies from a private generator (``generator``
-    or ``seed``; the global RNG is untouched), ``chunk`` draws at a time.
+    or ``seed``; the global RNG is untouched), ``chunk`` draws at a time. With
+    ``sample_seeds=(seed, indices)`` each sample draws from its own generator keyed to the seed
+    and its data-set index (:mod:`captum_ext.core.sample_keys`), so its empirical fractions do
+    not depend on the batch it is in.
     """
     check_positive_int("n_draws", n_draws)
     check_positive_int("chunk", chunk)
@@ -159,7 +169,14 @@ def compute_inherent_noise(
     # log-sum keeps 1 − Π(1 − A_i) accurate when many tiny A_i add up
     log_inside = torch.log1p(-per_feature.clamp(max=1.0)).flatten(1).sum(1)
     image_level = -torch.expm1(log_inside)
-    rng = make_generator(generator, seed)
+    rng: torch.Generator | list[torch.Generator]
+    if sample_seeds is not None:
+        base, indices = sample_seeds
+        if len(indices) != len(x):
+            raise ValueError(f"sample_seeds has {len(indices)} indices for {len(x)} inputs.")
+        rng = sample_generators(base, indices)
+    else:
+        rng = make_generator(generator, seed)
     pixel_emp, image_emp = _empirical(x, sigma, bounds, n_draws, rng, chunk, progress)
     return InherentNoiseResult(
         per_feature=per_feature,
@@ -334,6 +351,9 @@ class InherentNoise(QuantusDefaults):
         self.score = score
         self.generator = make_generator(generator, seed)
         self.noise_from_method = bool(noise_from_method)
+        # Draws are keyed to (this seed, sample index), so scores do not depend on batch_size.
+        self.seed = self.generator.initial_seed() if seed is None or generator else seed
+        self._offset = 0
         self.results: list[InherentNoiseResult] = []
         self.noise_source = "configured"
         self._method_noise: MethodNoise | None = None
@@ -354,6 +374,7 @@ class InherentNoise(QuantusDefaults):
         """
         self.results = []
         self._method_noise = None
+        self._offset = 0
         self.noise_source = f"configured noise={self.noise!r}"
         factory = getattr(explain_func, "method_factory", None)
         if self.noise_from_method and factory is not None:
@@ -374,8 +395,12 @@ class InherentNoise(QuantusDefaults):
             **kwargs,
         )
 
-    def compute(self, x: torch.Tensor | np.ndarray) -> InherentNoiseResult:
-        """The full :class:`InherentNoiseResult` for a batch of inputs (no Quantus plumbing)."""
+    def compute(self, x: torch.Tensor | np.ndarray, first_index: int = 0) -> InherentNoiseResult:
+        """The full :class:`InherentNoiseResult` for a batch of inputs (no Quantus plumbing).
+
+        ``first_index`` is the data-set index of ``x[0]``: each sample's draws are keyed to its
+        index and the metric's seed.
+        """
         inputs = torch.as_tensor(x)
         if not inputs.is_floating_point():
             inputs = inputs.double()
@@ -392,13 +417,14 @@ class InherentNoise(QuantusDefaults):
             sigma,
             self.bounds,
             n_draws,
-            generator=self.generator,
             progress=self.display_progressbar,
+            sample_seeds=(self.seed, range(first_index, first_index + len(inputs))),
         )
 
     def evaluate_batch(self, x_batch: np.ndarray, **kwargs: Any) -> list[float]:
         """One score per sample (see ``score``)."""
-        result = self.compute(x_batch)
+        result = self.compute(x_batch, first_index=self._offset)
+        self._offset += len(x_batch)
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
 

@@ -197,11 +197,20 @@ class _SSIMScoring(QuantusDefaults):
     ) -> torch.Tensor:
         """Checked, channel-reduced ``(N, H, W)`` maps, not yet normalised."""
         if a is None:
+            if self.explain_func is None:
+                raise ValueError(
+                    f"{self.name} needs explain_func also when a_batch is given: a_batch is only "
+                    "the explanation of the unchanged model, the other explanations are computed "
+                    "by explain_func (e.g. explain_func=explain_func_from(Saliency))."
+                )
             a = self.explain_func(model=model, inputs=x, targets=y, **self.explain_func_kwargs)
         device, _ = model_device_dtype(model)
         attribution = torch.as_tensor(np.asarray(a), device=device)
         if not attribution.is_floating_point():
             attribution = attribution.to(torch.float64)
+        elif attribution.dtype in (torch.float16, torch.bfloat16):
+            # percentiles (torch.quantile) and SSIM are computed in float32 at least
+            attribution = attribution.float()
         if attribution.shape[0] != len(x):
             raise ValueError(
                 f"explain_func returned {attribution.shape[0]} explanations for {len(x)} inputs."

@@ -195,6 +195,10 @@ def spectral_complexity(
     """
     if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
         raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
+    if maps.dtype in (torch.float16, torch.bfloat16):
+        # Half-precision FFTs are unsupported on CPUs (and limited to powers of two on GPUs);
+        # the maps are scored in float32.
+        maps = maps.float()
     reduced = reduce_channels(maps, reduce, min_size)
     if not torch.isfinite(reduced).all():
         raise ValueError("maps contain NaN or Inf; spectral complexity needs finite explanations.")

@@ -167,6 +167,11 @@ def _check_maps(a: torch.Tensor, b: torch.Tensor, win_size: int) -> None:
     if a.dim() < 2:
         raise ValueError(f"SSIM needs maps of shape (..., H, W), got {tuple(a.shape)}.")
     height, width = a.shape[-2:]
+    if min(height, width) == 1:
+        raise ValueError(
+            f"SSIM compares 2-D maps, but these maps have shape {tuple(a.shape)} with a length-1 "
+            "spatial axis: 1-D data (time series, tabular features) is not supported by SSIM."
+        )
     if win_size > min(height, width):
         raise ValueError(
             f"win_size={win_size} exceeds the map size {height}×{width}; pass a smaller odd "
@@ -233,7 +238,8 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
     if attribution.dim() != 4:
         raise ValueError(
             "Expected image attributions of shape (N, C, H, W) or maps (N, H, W), got "
-            f"{tuple(attribution.shape)}; SSIM metrics only support 2-D images."
+            f"{tuple(attribution.shape)}; SSIM metrics only support 2-D images (1-D "
+            "attributions of tabular data or time series are not supported)."
         )
     if how == "sum":
         return attribution.sum(dim=1)

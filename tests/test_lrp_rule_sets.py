@@ -43,6 +43,7 @@ from captum_ext.lrp import (
     LayerLRP,
     PassRule,
     RuleSet,
+    SumModule,
     ZPlusRule,
 )
 from captum_ext.zoo import SmallMLP, torchvision_model
@@ -381,10 +382,11 @@ def test_tuple_inputs_and_additional_forward_args():
         def __init__(self):
             super().__init__()
             self.a, self.b = nn.Linear(3, 4), nn.Linear(2, 4)
+            self.add = SumModule()  # a plain + would be refused (captum_ext.lrp.glue)
             self.out = nn.Linear(4, 2)
 
         def forward(self, x, y, scale):
-            return self.out(torch.relu(self.a(x) + self.b(y))) * scale
+            return self.out(torch.relu(self.add(self.a(x), self.b(y)))) * scale
 
     model = TwoInputs().double()
     x, y = torch.rand(5, 3, dtype=torch.float64), torch.rand(5, 2, dtype=torch.float64)

@@ -130,8 +130,10 @@ def test_model_untouched_after_failure_and_train_mode_kept(net):
     dtype = next(net.parameters()).dtype
     net.train()
     before = ModelSnapshot.of(net)
-    with pytest.raises((IndexError, RuntimeError)):
-        NoiseGrad(Saliency(net), n_models=2).attribute(_x(dtype), target=17, seed=0, progress=False)
+    with pytest.raises(ValueError, match="out of range"):  # refused before any work (#15)
+        NoiseGrad(Saliency(net), n_models=2).attribute(
+            _x(dtype), target=17, seed=0, progress=False
+        )
 
     def broken(model):
         raise RuntimeError("factory failed")

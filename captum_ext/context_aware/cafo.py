@@ -29,6 +29,7 @@ from captum_ext.context_aware.hessian import (
     loss_gradient,
 )
 from captum_ext.context_aware.options import CAFOOptions, resolve_options
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.progress import show_progress
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_positive, check_result_finite
@@ -77,6 +78,7 @@ class CAFO(ReprFromInit, GradientAttribution):
     """
 
     default_lambda2 = 10.0
+    _target_none_ok = True  # None explains the predicted class
 
     def __init__(self, forward_func: Callable[..., torch.Tensor]) -> None:
         super().__init__(forward_func)
@@ -88,6 +90,7 @@ class CAFO(ReprFromInit, GradientAttribution):
     options_class: type[CAFOOptions] = CAFOOptions
 
     @log_usage()
+    @isolated_call
     def attribute(
         self,
         inputs: TensorOrTuple,

@@ -11,6 +11,7 @@ form ``Jᵀ(diag p − ppᵀ)J`` for piecewise-linear networks (Proposition 1) o
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -20,10 +21,13 @@ from captum_ext.context_aware.hessian import (
     AutogradHessian,
     KrylovCache,
     RowFunction,
+    TensorOrTuple,
     build_factored,
     non_piecewise_linear_modules,
 )
 from captum_ext.context_aware.options import CASOOptions
+from captum_ext.context_aware.second_order import double_differentiable
+from captum_ext.core.isolation import owning_module
 
 __all__ = ["CASO"]
 
@@ -48,6 +52,21 @@ class CASO(CAFO):
     """
 
     options_class = CASOOptions
+
+    def _attribute(
+        self,
+        inputs: TensorOrTuple,
+        target: Any,
+        additional_forward_args: Any,
+        options: CASOOptions,
+    ) -> TensorOrTuple:
+        # Hardsigmoid/Hardswish and fused attention kernels have no double backward: run the
+        # (private) view with exact, twice-differentiable equivalents.
+        model = owning_module(self.forward_func)
+        context = double_differentiable(model) if model is not None else nullcontext()
+        with context:
+            return super()._attribute(inputs, target, additional_forward_args, options)
+
 
     def _problem(
         self,

@@ -34,8 +34,8 @@ from captum._utils.common import (
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
-from captum_ext.core.krylov import KrylovCache
-from captum_ext.core.validation import check_finite, check_targets
+from captum_ext.core.krylov import KrylovCache, eigh_any_precision
+from captum_ext.core.validation import check_finite, check_model_output, check_targets
 
 LossName = Literal["cross_entropy", "logit"]
 TensorOrTuple = torch.Tensor | tuple[torch.Tensor, ...]
@@ -337,7 +337,7 @@ class FactoredHessian:
             return zeros, jac.new_zeros(jac.shape[0], jac.shape[2], k)
         factor = self._factor()[:, 0]
         gram = factor.transpose(1, 2) @ (jac @ jac.transpose(1, 2)) @ factor
-        values, vecs = torch.linalg.eigh((gram + gram.transpose(1, 2)) / 2)
+        values, vecs = eigh_any_precision((gram + gram.transpose(1, 2)) / 2)
         values, vecs = values.flip(-1)[:, :k].clamp_min(0.0), vecs.flip(-1)[:, :, :k]
         sigma = values.sqrt()
         tol = sigma[:, :1] * n_classes * torch.finfo(jac.dtype).eps
@@ -469,6 +469,7 @@ def _prepare(
 
 def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
     """Class index per sample ``(B,)``; ``None`` picks the predicted class."""
+    logits = check_model_output(logits, "CAFO/CASO")
     if logits.dim() != 2:
         raise ValueError(
             f"the model must return logits of shape (batch, classes), got {tuple(logits.shape)}."

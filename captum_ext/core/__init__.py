@@ -5,9 +5,12 @@
 - :mod:`~captum_ext.core.guard`: snapshot and restore of a model's state (parameters, buffers,
   ``requires_grad`` flags, train/eval mode, hooks) so no method can harm the user's model.
 - :mod:`~captum_ext.core.validation`: uniform, actionable errors for bad inputs.
+- :mod:`~captum_ext.core.isolation`: the private eval-mode view every call runs on (thread
+  safety, train-mode protection); :mod:`~captum_ext.core.sample_keys`: per-sample random draws.
 """
 
 from captum_ext.core.guard import ModelGuard, ModelSnapshot
+from captum_ext.core.isolation import TrainModeWarning, isolated, model_view
 from captum_ext.core.modified_backward import (
     has_modified_backward,
     modified_backward,
@@ -19,6 +22,9 @@ __all__ = [
     "ModelGuard",
     "ModelSnapshot",
     "has_modified_backward",
+    "TrainModeWarning",
+    "isolated",
+    "model_view",
     "modified_backward",
     "register_modified_backward",
     "supported_methods",

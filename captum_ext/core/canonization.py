@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from captum_ext.core.modules import BATCHNORM_TYPES, LINEAR_TYPES
+from captum_ext.core.validation import closest_names
 
 __all__ = [
     "Canonizer",
@@ -159,23 +160,54 @@ class MergeBatchNorm(Canonizer):
         return found
 
     def apply(self, model: nn.Module) -> None:
-        modules = dict(model.named_modules())
-        pairs = self.find_pairs(model)
-        for lin_name, bn_name in self.pairs:
-            for name in (lin_name, bn_name):
-                if name not in modules:
-                    raise ValueError(f"MergeBatchNorm: no module named {name!r} in the model.")
-            pairs.append((modules[lin_name], modules[bn_name]))
-        seen: set[int] = set()
+        pairs = self._checked_pairs(model)
         try:
             for linear, bn in pairs:
-                if id(bn) in seen:
-                    continue
-                seen.add(id(bn))
                 self._fold(linear, bn)
         except BaseException:
             self.remove()
             raise
+
+    def _checked_pairs(self, model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
+        # Explicit pairs must name existing Linear/Conv and BatchNorm modules and must not
+        # contradict each other or the automatic pairs: refused rather than silently dropped.
+        modules = dict(model.named_modules())
+        names = {id(m): n for n, m in modules.items()}
+        pairs = self.find_pairs(model)
+        for lin_name, bn_name in self.pairs:
+            for name, types in ((lin_name, LINEAR_TYPES), (bn_name, BATCHNORM_TYPES)):
+                if name not in modules:
+                    raise ValueError(
+                        f"MergeBatchNorm: no module named {name!r} in the model; valid names: "
+                        f"{closest_names(name, list(modules))}."
+                    )
+                if not isinstance(modules[name], types):
+                    raise ValueError(
+                        f"MergeBatchNorm: {name!r} is a {type(modules[name]).__name__}; pairs are "
+                        f"({', '.join(t.__name__ for t in LINEAR_TYPES)}, BatchNorm) names."
+                    )
+            pairs.append((modules[lin_name], modules[bn_name]))
+        unique: list[tuple[nn.Module, nn.Module]] = []
+        by_bn: dict[int, nn.Module] = {}
+        by_linear: dict[int, nn.Module] = {}
+        for linear, bn in pairs:
+            for table, key, other, what in (
+                (by_bn, bn, linear, "BatchNorm"),
+                (by_linear, linear, bn, "layer"),
+            ):
+                known = table.get(id(key))
+                if known is not None and known is not other:
+                    raise ValueError(
+                        f"MergeBatchNorm: {what} {names[id(key)]!r} is paired with both "
+                        f"{names[id(known)]!r} and {names[id(other)]!r} (explicit pairs: "
+                        f"{list(self.pairs)}; found automatically: consecutive Sequential "
+                        "children and conv<k>/bn<k> attributes). Fold each BatchNorm into the one "
+                        "layer that feeds it."
+                    )
+            if id(bn) not in by_bn:
+                unique.append((linear, bn))
+            by_bn[id(bn)], by_linear[id(linear)] = linear, bn
+        return unique
 
     def _fold(self, linear: nn.Module, bn: nn.Module) -> None:
         if bn.running_mean is None or bn.running_var is None:

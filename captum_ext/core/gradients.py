@@ -14,7 +14,6 @@ from captum._utils.common import (
     _run_forward,
     _select_targets,
 )
-from captum._utils.gradient import apply_gradient_requirements, undo_gradient_requirements
 from captum._utils.typing import TargetType, TensorOrTupleOfTensorsGeneric
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 from torch import nn
@@ -41,16 +40,14 @@ def modified_gradients(
     inputs_tuple = _format_tensor_into_tuples(inputs)
     check_finite(inputs_tuple)
     extra = _format_additional_forward_args(additional_forward_args)
-    # Requiring gradients on the inputs is this method's own business, not the user's: no warning.
-    mask = apply_gradient_requirements(inputs_tuple, warn=False)
-    try:
-        with torch.enable_grad(), install():
-            output = _run_forward(model, inputs_tuple, None, extra)
-            check_targets(target, output)
-            selected = _select_targets(output, target)
-            grads = torch.autograd.grad(torch.unbind(selected), inputs_tuple, allow_unused=True)
-    finally:
-        undo_gradient_requirements(inputs_tuple, mask)
+    # Private leaves: the caller's tensors (possibly shared with other threads) keep their flags,
+    # and requiring gradients on them is this method's business, not the user's (no warning).
+    inputs_tuple = tuple(x.detach().requires_grad_() for x in inputs_tuple)
+    with torch.enable_grad(), install():
+        output = _run_forward(model, inputs_tuple, None, extra)
+        check_targets(target, output, inputs_tuple[0].shape[0], allow_none=False, method=method)
+        selected = _select_targets(output, target)
+        grads = torch.autograd.grad(torch.unbind(selected), inputs_tuple, allow_unused=True)
     grads = tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs_tuple, grads))
     check_result_finite(grads, method)
     return is_tuple, grads

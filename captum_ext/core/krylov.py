@@ -8,10 +8,24 @@ available as products, and both profit from never paying twice for a direction.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-__all__ = ["KrylovCache"]
+__all__ = ["KrylovCache", "eigh_any_precision"]
+
+
+def eigh_any_precision(matrix: torch.Tensor, vectors: bool = True) -> Any:
+    """``torch.linalg.eigh``/``eigvalsh`` also for float16/bfloat16 (solved in float32).
+
+    LAPACK and cuSOLVER have no half-precision eigensolvers; the small ``c × c`` (or Krylov)
+    problems are solved in float32 and the results cast back.
+    """
+    work = matrix.float() if matrix.dtype in (torch.float16, torch.bfloat16) else matrix
+    if not vectors:
+        return torch.linalg.eigvalsh(work).to(matrix.dtype)
+    values, vecs = torch.linalg.eigh(work)
+    return values.to(matrix.dtype), vecs.to(matrix.dtype)
 
 
 class KrylovCache:
@@ -107,7 +121,7 @@ class KrylovCache:
                 break
             projected = self.basis @ self.images.transpose(1, 2)
             previous = value
-            value = torch.linalg.eigvalsh((projected + projected.transpose(1, 2)) / 2)[:, -1]
+            value = eigh_any_precision((projected + projected.transpose(1, 2)) / 2, False)[:, -1]
             if bool(((value - previous).abs() <= rtol * value.abs()).all()):
                 break
             vector = self.images[:, -1]  # H·(newest basis vector): the next Krylov direction

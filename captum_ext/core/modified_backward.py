@@ -37,6 +37,7 @@ import torch
 from captum.attr import Attribution
 
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.isolation import isolated
 from captum_ext.core.modules import model_of
 
 ForwardFn = Callable[..., torch.Tensor]
@@ -109,9 +110,18 @@ def modified_backward(method: Attribution) -> Iterator[ForwardFn]:
         forward hooks registered by the caller.
     """
     mechanism = _lookup(method)
-    model = model_of(method)
-    with ModelGuard(model), mechanism(method) as forward:
-        yield forward
+    model_of(method)
+    # The mechanism works on a private view of the model (see captum_ext.core.isolation): the
+    # user's module is never rewritten, so other threads may use it meanwhile.
+    with isolated(method) as twin:
+        view = model_of(twin)
+        with ModelGuard(view), mechanism(twin) as forward:
+
+            def run(*args: Any, **kwargs: Any) -> Any:
+                return forward(*args, **kwargs)
+
+            run.module = view  # type: ignore[attr-defined]
+            yield run
 
 
 # Captum's own classes; imported last because that module registers through this one.

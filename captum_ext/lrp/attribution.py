@@ -10,6 +10,7 @@ rule's relevance function (see :mod:`captum_ext.lrp.rules`).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,11 +29,18 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
+from captum_ext.core.isolation import isolated, isolated_call
 from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
-from captum_ext.core.validation import check_finite, check_result_finite, check_targets
+from captum_ext.core.validation import (
+    check_finite,
+    check_result_finite,
+    check_targets,
+    resolve_layer,
+)
 from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
 from captum_ext.lrp.captum_rules import from_captum_rule
+from captum_ext.lrp.glue import guarded_forward
 from captum_ext.lrp.rule_sets import CaptumDefault, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
 
@@ -103,12 +111,33 @@ class LRP(ReprFromInit, CaptumLRP):
 
     @contextmanager
     def rules_installed(self) -> Iterator[nn.Module]:
-        """Context in which ``self.model``'s forward carries the rules (canonizers applied)."""
-        canonizers = default_canonizers() if self.canonizers is None else self.canonizers
+        """Context yielding a private view of ``self.model`` whose forward carries the rules.
+
+        Canonizers are applied to the view (see :mod:`captum_ext.core.isolation`); the user's
+        model is never rewritten. Tensor operations the forward applies outside the modules are
+        checked (:mod:`captum_ext.lrp.glue`): unsupported ones raise ``TypeError``.
+        """
+        with isolated(self) as twin, twin._rules_on_view() as model:
+            yield model
+
+    @contextmanager
+    def _rules_on_view(self) -> Iterator[nn.Module]:
+        # Fresh copies: a canonizer holds the state of one application, and one LRP instance may
+        # serve several threads at once.
+        canonizers = (
+            default_canonizers()
+            if self.canonizers is None
+            else [copy.deepcopy(c) for c in self.canonizers]
+        )
         handles = []
         with canonized(self.model, canonizers) as model:
+            had_forward = "forward" in vars(model)
+            old_forward = vars(model).get("forward")
             try:
-                for _, module, rule in self._rules():
+                resolved = self._rules()
+                covered = {name: module for name, module, _ in resolved}
+                model.forward = guarded_forward(model, covered, type(self).__name__)
+                for _, module, rule in resolved:
                     if not isinstance(rule, GradientRule):
                         # Prepended, so the caller's own forward hooks (also ones registered
                         # before this context) see the rule-routed output and can read its
@@ -119,6 +148,10 @@ class LRP(ReprFromInit, CaptumLRP):
             finally:
                 for handle in handles:
                     handle.remove()
+                if had_forward:
+                    model.forward = old_forward
+                else:
+                    vars(model).pop("forward", None)
 
     def _relevance_of(
         self,
@@ -131,14 +164,23 @@ class LRP(ReprFromInit, CaptumLRP):
         check_finite(input_tuple)
         extra = _format_additional_forward_args(additional_forward_args) or ()
         with ModelGuard(self.model), self.rules_installed() as model, torch.enable_grad():
-            leaves = tuple(x.detach().requires_grad_() for x in input_tuple)
+            # Integer inputs (token ids) pass unchanged: LayerLRP reads relevance above them.
+            leaves = tuple(
+                x.detach().requires_grad_() if x.is_floating_point() else x for x in input_tuple
+            )
             captured = capture(model) if capture is not None else None
             try:
                 output = model(*leaves, *extra)
             finally:
                 if captured is not None:
                     captured.remove()
-            check_targets(target, output)
+            check_targets(
+                target,
+                output,
+                input_tuple[0].shape[0],
+                allow_none=False,
+                method=type(self).__name__,
+            )
             selected = _select_targets(output, target)
             sources = leaves if captured is None else captured.tensors
             # Relevance starts as the target score itself (Captum's convention).
@@ -146,10 +188,16 @@ class LRP(ReprFromInit, CaptumLRP):
                 selected, sources, grad_outputs=selected.detach(), allow_unused=True
             )
         grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(sources, grads))
-        check_result_finite(grads, type(self).__name__)
+        check_result_finite(
+            grads,
+            type(self).__name__,
+            "try float64, larger stabilisers (the rule set's epsilon/stabilizer) or check the "
+            "model for overflowing activations",
+        )
         return grads, selected.detach(), captured
 
     @log_usage()
+    @isolated_call
     def attribute(
         self,
         inputs: torch.Tensor | tuple[torch.Tensor, ...],
@@ -256,28 +304,31 @@ class LayerLRP(LRP, CaptumLayerLRP):
     ----------
     model : nn.Module
         The model.
-    layer : nn.Module or list of nn.Module
-        The layer whose output (or input) relevance is returned, or a list of layers (one
-        backward pass serves them all; the results come as a list, as in Captum).
+    layer : nn.Module, str, or a list of them
+        The layer whose output (or input) relevance is returned, given as the module or its name
+        in ``model.named_modules()``; or a list of layers (one backward pass serves them all;
+        the results come as a list, as in Captum).
     rule_set, canonizers
         As in :class:`LRP`.
     """
 
+    _integer_inputs_ok = True  # token ids into an embedding: relevance is read above them
+
     def __init__(
         self,
         model: nn.Module,
-        layer: nn.Module | list[nn.Module],
+        layer: nn.Module | str | list[nn.Module | str],
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
     ) -> None:
-        layers = layer if isinstance(layer, list) else [layer]
-        if not layers or not all(isinstance(m, nn.Module) for m in layers):
-            raise TypeError("layer must be an nn.Module or a non-empty list of nn.Module.")
+        if isinstance(layer, list) and not layer:
+            raise ValueError("layer is an empty list; give at least one layer.")
         LRP.__init__(self, model, rule_set, canonizers)
-        self.layer = layer
+        self.layer = resolve_layer(model, layer, type(self).__name__)
         self.device_ids = None
 
     @log_usage()
+    @isolated_call
     def attribute(
         self,
         inputs: torch.Tensor | tuple[torch.Tensor, ...],

@@ -28,6 +28,7 @@ from torchvision.ops import StochasticDepth
 
 from captum_ext.core.canonization import is_folded
 from captum_ext.core.reprs import ReprFromInit
+from captum_ext.core.validation import closest_names
 from captum_ext.lrp._layer import LINEAR_TYPES
 from captum_ext.lrp.canonizers import SumModule
 from captum_ext.lrp.rules import (
@@ -201,6 +202,7 @@ class RuleSet(ReprFromInit):
         TypeError
             For a leaf module no rule applies to, naming its path and type.
         """
+        self._check_names(model)
         first_done = False
         resolved = []
         for name, module in model.named_modules():
@@ -226,6 +228,27 @@ class RuleSet(ReprFromInit):
                 raise TypeError(rule.refusal(module, name))
             resolved.append((name, module, rule))
         return resolved
+
+    def _check_names(self, model: nn.Module) -> None:
+        # A typo in name_map would otherwise leave the layer on its default rule, silently.
+        modules = dict(model.named_modules())
+        for name in self.name_map:
+            if name not in modules:
+                raise ValueError(
+                    f"RuleSet name_map: the model has no module named {name!r}; valid names: "
+                    f"{closest_names(name, list(modules))}."
+                )
+            module = modules[name]
+            if next(module.children(), None) is not None and not isinstance(module, SumModule):
+                leaves = [
+                    f"{name}.{n}"
+                    for n, m in module.named_modules()
+                    if n and next(m.children(), None) is None
+                ]
+                raise ValueError(
+                    f"RuleSet name_map: {name!r} is a container ({type(module).__name__}); rules "
+                    f"apply to leaf modules such as {closest_names('', leaves, 5)}."
+                )
 
 
 def _match(layer_map: LayerMap, module: nn.Module) -> LRPRule | None:

@@ -17,6 +17,7 @@ from captum.attr._utils.attribution import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.randomness import make_generator
 from captum_ext.noise.statistics import (
     Bounds,
@@ -120,6 +121,7 @@ class AdaptGrad(SeededNoiseTunnel):
         self.clamp = bool(clamp)
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],

@@ -41,6 +41,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.modules import model_of
 from captum_ext.core.progress import show_progress as _show_progress
 from captum_ext.core.randomness import make_generator
@@ -97,6 +98,9 @@ class NoiseGrad(ReprFromInit, GradientAttribution):
     >>> maps = ng.attribute(images, target=labels, seed=0, progress=False)
     """
 
+    # The wrapped method runs the forward passes; check output and target once before sampling.
+    _preflight_forward = True
+
     def __init__(
         self,
         attribution_method: Attribution | Factory,
@@ -144,6 +148,7 @@ class NoiseGrad(ReprFromInit, GradientAttribution):
         return False
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],

@@ -20,6 +20,7 @@ from captum.attr._utils.attribution import Attribution
 from captum.log import log_usage
 from torch import Tensor
 
+from captum_ext.core.isolation import isolated_call
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int, check_result_finite
@@ -62,6 +63,9 @@ class SeededNoiseTunnel(ReprFromInit, NoiseTunnel):
     replaced; expansion order (``repeat_interleave``), batching and smoothing are Captum's.
     """
 
+    # Captum runs the forward passes; check the output and the target once before sampling.
+    _preflight_forward = True
+
     def __init__(self, attribution_method: Attribution) -> None:
         if not isinstance(attribution_method, Attribution):
             raise TypeError(
@@ -73,6 +77,7 @@ class SeededNoiseTunnel(ReprFromInit, NoiseTunnel):
         self._generator: torch.Generator | None = None
 
     @log_usage()
+    @isolated_call
     def attribute(  # type: ignore[override]
         self,
         inputs: Tensor | tuple[Tensor, ...],
