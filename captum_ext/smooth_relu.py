@@ -40,15 +40,36 @@ def _check_beta(beta: float) -> float:
     return float(beta)
 
 
+def _cdf(u: Tensor) -> Tensor:
+    return 0.5 * torch.special.erfc(-u / math.sqrt(2.0))
+
+
+class _GaussianSmoothedReLU(torch.autograd.Function):
+    """Forward ``zΦ(βz) + φ(βz)/β``; backward ``Φ(βz)`` (the exact derivative), one op.
+
+    The backward is written with differentiable torch ops on the saved input, so second
+    derivatives (Hessians, double backward) stay available.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, beta: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(z)
+        ctx.beta = beta
+        u = beta * z
+        return z * _cdf(u) + torch.exp(-0.5 * u * u) * (_INV_SQRT_2PI / beta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        (z,) = ctx.saved_tensors
+        return grad * _cdf(ctx.beta * z), None
+
+
 def gaussian_smoothed_relu(z: Tensor, beta: float) -> Tensor:
     """``z Φ(βz) + φ(βz)/β``: ReLU convolved with ``N(0, β⁻²)``; plain ReLU for ``β = inf``."""
     beta = _check_beta(beta)
     if math.isinf(beta):
         return torch.relu(z)
-    u = beta * z
-    cdf = 0.5 * torch.special.erfc(-u / math.sqrt(2.0))
-    pdf = torch.exp(-0.5 * u * u) * _INV_SQRT_2PI
-    return z * cdf + pdf / beta
+    return _GaussianSmoothedReLU.apply(z, beta)
 
 
 class SmoothReLU(nn.Module):

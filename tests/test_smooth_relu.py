@@ -85,3 +85,13 @@ def test_copy_leaves_model_alone_and_refuses_functional_relu():
         smoothed_copy(torch.nn.Linear(2, 2), 1.0)
     with pytest.raises(ValueError, match="beta"):
         SmoothReLU(0.0)
+
+
+def test_second_derivative_is_the_gaussian_density():
+    z = torch.linspace(-2, 2, 41, dtype=torch.float64, requires_grad=True)
+    (first,) = torch.autograd.grad(gaussian_smoothed_relu(z, 3.0).sum(), z, create_graph=True)
+    (second,) = torch.autograd.grad(first.sum(), z)
+    assert torch.allclose(second, torch.from_numpy(3.0 * stats.norm.pdf(3.0 * z.detach().numpy())))
+    assert torch.autograd.gradcheck(
+        lambda t: gaussian_smoothed_relu(t, 1.5), (z[:7].detach().clone().requires_grad_(),)
+    )
