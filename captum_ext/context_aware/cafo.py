@@ -107,6 +107,7 @@ class CAFO(GradientAttribution):
         generator: torch.Generator | int | None = None,
         loss: str = "cross_entropy",
         progress: bool = False,
+        sign: str = "loss",
     ) -> TensorOrTuple:
         """Solve the CAFO objective for every sample of the batch.
 
@@ -141,11 +142,16 @@ class CAFO(GradientAttribution):
             Cross-entropy against the target (paper) or the target logit itself.
         progress : bool
             tqdm bar over the FISTA iterations.
+        sign : {"loss", "target"}
+            ``"loss"`` (default, Singla et al.'s Definition 2): Δ, the perturbation that
+            increases the loss, so the map points *against* the target class. ``"target"``:
+            −Δ, evidence *for* the target, signed like Captum's gradient methods
+            (see ``docs/cafo_sign.md``).
 
         Returns
         -------
         tensor or tuple of tensors
-            Δ, shaped like ``inputs``.
+            Δ (or −Δ with ``sign="target"``), shaped like ``inputs``.
         """
         return self._attribute(
             inputs,
@@ -165,6 +171,7 @@ class CAFO(GradientAttribution):
             generator=generator,
             loss=loss,
             progress=progress,
+            sign=sign,
         )
 
     # -- shared machinery (CASO overrides _problem) -------------------------------------------
@@ -204,8 +211,14 @@ class CAFO(GradientAttribution):
         generator: torch.Generator | int | None,
         loss: str,
         progress: bool,
+        sign: str = "loss",
         **options: Any,
     ) -> TensorOrTuple:
+        if sign not in ("loss", "target"):
+            raise ValueError(
+                f"sign must be 'loss' (Δ raises the loss, the paper's map) or 'target' (−Δ, "
+                f"evidence for the target class), got {sign!r}."
+            )
         _check_options(n_iter, step, backtrack, tol, sparsity_range, n_lambda1, n_samples, stdev)
         if loss not in ("cross_entropy", "logit"):
             raise ValueError(f"loss must be 'cross_entropy' or 'logit', got {loss!r}.")
@@ -266,6 +279,8 @@ class CAFO(GradientAttribution):
                     **solver,
                 )
                 delta, sparsity, converged = result.delta, result.sparsity, result.converged
+        if sign == "target":
+            delta = -delta
         out = function.split(delta.to(rows.dtype))
         check_result_finite(out, name)
         self.last_lambda1, self.last_lambda2 = lam1, problem.lambda2

@@ -75,14 +75,15 @@ class CASO(CAFO):
         power_iterations: int = 10,
         chunk_size: int | None = None,
         jacobian: Literal["expand", "vmap"] = "expand",
+        sign: str = "loss",
     ) -> TensorOrTuple:
         """Solve the CASO objective for every sample of the batch.
 
         Parameters
         ----------
         inputs, target, additional_forward_args, lambda1, n_iter, step, backtrack, tol, \
-lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, progress
-            As in :meth:`CAFO.attribute`.
+lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, progress, sign
+            As in :meth:`CAFO.attribute` (``sign="target"`` returns −Δ, evidence for the target).
         lambda2 : float or sequence/tensor of ``B`` floats, optional
             L2 weight; default ``L/2 + c1`` per sample. Explicit values must exceed ``L/2``
             for every sample (else the objective is not concave: ``ValueError``).
@@ -109,7 +110,7 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
         Returns
         -------
         tensor or tuple of tensors
-            Δ, shaped like ``inputs``.
+            Δ (or −Δ with ``sign="target"``), shaped like ``inputs``.
         """
         check_positive("c1", c1)
         check_positive_int("power_iterations", power_iterations)
@@ -135,6 +136,7 @@ lambda1_search, sparsity_range, n_lambda1, n_samples, stdev, generator, loss, pr
             generator=generator,
             loss=loss,
             progress=progress,
+            sign=sign,
             hessian=hessian,
             c1=c1,
             power_iterations=power_iterations,
