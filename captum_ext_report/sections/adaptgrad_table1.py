@@ -30,6 +30,7 @@ from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from captum_ext.noise.noisegrad import NoiseGrad
 from captum_ext_report.context import ReportContext, Section
 from captum_ext_report.plotting import heatmap_grid, markdown_table
+from captum_ext_report.sections._common import FixedSeed, SignedSaliency
 from captum_ext_report.sections._mnist import accuracy, bootstrap_ci, mnist_split, train_cached
 from quantus_metrics.consistency import Consistency
 from quantus_metrics.input_invariance import InputShiftInvariance
@@ -57,29 +58,11 @@ CRITERION = (
 SG_SIGMA = 0.2  # α = 0.2 of the [0, 1] range (Zhou et al., eq. 6)
 
 
-class _FixedSeed:
-    """An attribution whose noise stream is fixed, so NoiseGrad's copies reuse one input-noise
-    draw and the shifted network sees the same draws as the original."""
-
-    def __init__(self, method, seed: int, **options) -> None:
-        self.method, self.seed, self.options = method, seed, options
-
-    def attribute(self, inputs, target=None, additional_forward_args=None, **kwargs):
-        return self.method.attribute(
-            inputs,
-            target=target,
-            additional_forward_args=additional_forward_args,
-            seed=self.seed,
-            **self.options,
-            **kwargs,
-        )
-
-
 def explainers(samples: int, n_models: int, seed: int) -> dict[str, Callable[..., np.ndarray]]:
     """Quantus explain functions ``(model, inputs, targets, bounds=(0, 1)) -> np.ndarray``."""
 
-    def sg(model: nn.Module, bounds) -> _FixedSeed:
-        return _FixedSeed(
+    def sg(model: nn.Module, bounds) -> FixedSeed:
+        return FixedSeed(
             SeededNoiseTunnel(Saliency(model)),
             seed,
             nt_samples=samples,
@@ -87,13 +70,13 @@ def explainers(samples: int, n_models: int, seed: int) -> dict[str, Callable[...
             abs=False,
         )
 
-    def ag(model: nn.Module, bounds) -> _FixedSeed:
+    def ag(model: nn.Module, bounds) -> FixedSeed:
         # Consistency's Gaussian perturbations leave [0, 1]; AdaptGrad explains their projection
         method = AdaptGrad(Saliency(model), bounds=bounds, clamp=True)
-        return _FixedSeed(method, seed, nt_samples=samples)
+        return FixedSeed(method, seed, nt_samples=samples)
 
     def grad(model: nn.Module, bounds):
-        return _FixedSeed(_SaliencySigned(model), seed)
+        return FixedSeed(SignedSaliency(model), seed)
 
     def ng(inner):
         def make(model: nn.Module, bounds):
@@ -115,16 +98,6 @@ def explainers(samples: int, n_models: int, seed: int) -> dict[str, Callable[...
         return explain
 
     return {name: wrap(f) for name, f in factories.items()}
-
-
-class _SaliencySigned:
-    def __init__(self, model: nn.Module) -> None:
-        self.saliency = Saliency(model)
-
-    def attribute(self, inputs, target=None, additional_forward_args=None, seed=None, **kw):
-        return self.saliency.attribute(
-            inputs, target=target, additional_forward_args=additional_forward_args, abs=False
-        )
 
 
 def run(ctx: ReportContext) -> Section:
