@@ -79,14 +79,18 @@ def run(ctx: ReportContext) -> Section:
     ef_grad = expected_frequency(grad.double())
 
     def sg(n: int) -> torch.Tensor:
-        return SeededNoiseTunnel(saliency).attribute(
-            x, nt_samples=n, stdevs=sigma, target=y, abs=False, seed=ctx.seed
-        ).detach()
+        return (
+            SeededNoiseTunnel(saliency)
+            .attribute(x, nt_samples=n, stdevs=sigma, target=y, abs=False, seed=ctx.seed)
+            .detach()
+        )
 
     def ag(n: int, c: float = 0.95) -> torch.Tensor:
-        return AdaptGrad(saliency, bounds=ctx.bounds, confidence=c).attribute(
-            x, nt_samples=n, target=y, seed=ctx.seed
-        ).detach()
+        return (
+            AdaptGrad(saliency, bounds=ctx.bounds, confidence=c)
+            .attribute(x, nt_samples=n, target=y, seed=ctx.seed)
+            .detach()
+        )
 
     cs = (0.9, 0.95, 0.99, 0.999) if not ctx.quick else (0.9, 0.999)
     ns = (5, 10, 20, 50) if not ctx.quick else (2, 10)
@@ -101,9 +105,7 @@ def run(ctx: ReportContext) -> Section:
     c_verdict = "confirmed" if rho == 1 else "partly confirmed" if rho > 0 else "not confirmed"
     diff = ef["AG N=10"] - ef_grad
     mean, low, high = bootstrap_ci(diff, ctx.generator(34))
-    n_verdict = (
-        "confirmed" if high < 0 else "partly confirmed" if mean < 0 else "not confirmed"
-    )
+    n_verdict = "confirmed" if high < 0 else "partly confirmed" if mean < 0 else "not confirmed"
 
     fig_c = line_plot(
         ctx.figure_path("adaptgrad_sweep_c"),

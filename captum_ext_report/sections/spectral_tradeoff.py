@@ -99,7 +99,12 @@ def _gap(ctx: ReportContext, model: torch.nn.Module, x: torch.Tensor, samples: i
     saliency = Saliency(model)
     maps = {
         "SmoothGrad": SeededNoiseTunnel(saliency).attribute(
-            x, nt_type="smoothgrad", nt_samples=samples, stdevs=SG_SIGMA, target=y, abs=False,
+            x,
+            nt_type="smoothgrad",
+            nt_samples=samples,
+            stdevs=SG_SIGMA,
+            target=y,
+            abs=False,
             seed=ctx.seed,
         ),  # fmt: skip
         "AdaptGrad": AdaptGrad(saliency, bounds=(0.0, 1.0)).attribute(
@@ -171,11 +176,7 @@ def run(ctx: ReportContext) -> Section:
     gap_rows, gaps, gap_maps, y = _gap(ctx, relu_model, x_eval, samples=ctx.size(32, 8))
     above = [name for name, (_, low, _) in gaps.items() if low > 0]
     gap_verdict = (
-        "confirmed"
-        if len(above) == len(gaps)
-        else "partly confirmed"
-        if above
-        else "not confirmed"
+        "confirmed" if len(above) == len(gaps) else "partly confirmed" if above else "not confirmed"
     )
     figures = [_plot(ctx, rows)]
     figures.append(
