@@ -1,17 +1,28 @@
-"""Spectral complexity of explanations (seed 002, "a unifying spectral framework").
+"""Spectral complexity of explanations (Mehrpanah, Gamba, Smith and Azizpour, ICCV 2025).
 
-An explanation map is reduced over channels, optionally rank-normalised, transformed with a
-2-D FFT (batched, :mod:`torch.fft`) and its power spectrum is averaged over rings of equal
-normalised frequency. Two scalars summarise the radial spectrum ``P_k`` at frequencies ``f_k``:
+Two conventions live here, behind one metric class, :class:`ExpectedFrequency`:
+
+``convention="paper"`` (the default of :class:`ExpectedFrequency`)
+    The Expected Frequency (EF) of Mehrpanah et al. (2025) as their public code computes it
+    (their eq. 5): channel-summed map, rank-normalised (average ranks ``1..N`` divided by ``N``),
+    power spectrum ``|FFT2|²`` shifted so the zero frequency sits at ``(H // 2, W // 2)``,
+    averaged over rings of equal *integer* radius ``r = ⌊√(Δy² + Δx²)⌋`` (``K`` rings, DC
+    included), ring frequencies ``f_k = k / (K − 1)`` and
+    ``EF = (1/K) Σ_k f_k P_k / Σ_j P_j``. See :func:`expected_frequency` and ``docs/spectral.md``.
+``convention="project"`` (the default of the older name :class:`SpectralComplexity`)
+    This project's earlier normalisation, described below.
+
+The project convention: an explanation map is reduced over channels, optionally
+rank-normalised, transformed with a 2-D FFT (batched, :mod:`torch.fft`) and its power spectrum
+is averaged over rings of equal normalised frequency. Two scalars summarise the radial
+spectrum ``P_k`` at frequencies ``f_k``:
 
 * the expected normalised frequency ``Σ f_k P_k / Σ P_k`` (white noise ≈ 0.5, smooth blobs ≈ 0),
 * the share of spectral mass above a cut-off frequency.
 
-Lower means smoother. Seed 002 uses this view to show that smoothing methods (SmoothGrad,
-GradCAM) move explanation energy to low frequencies; its exact normalisation is not published
-in the material available to this project, so the choices below (mean removed, frequency
-normalised by the largest radius of the grid, ring *average*) are this project's and are stated
-where they are made.
+Lower means smoother. The choices of this convention (mean removed, frequency normalised by
+the largest radius of the grid, equal-width rings) are this project's, made before the paper's
+code was consulted; they rank maps like the paper's EF but give other numbers.
 """
 
 from __future__ import annotations
@@ -27,8 +38,12 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
 __all__ = [
+    "ExpectedFrequency",
     "SpectralComplexity",
     "SpectralResult",
+    "expected_frequency",
+    "paper_radial_profile",
+    "paper_rank_normalise",
     "radial_spectrum",
     "rank_normalise",
     "reduce_channels",
@@ -37,6 +52,7 @@ __all__ = [
 
 _REDUCTIONS = ("sum", "abs_sum", "maxabs")
 _SCORES = ("expected_frequency", "high_frequency_share")
+_CONVENTIONS = ("paper", "project")
 # quantus.Metric.__call__ has no defaults; quantus.evaluate relies on each metric providing them.
 
 
@@ -222,31 +238,247 @@ def spectral_complexity(
     )
 
 
-class SpectralComplexity(QuantusDefaults):
-    """Quantus metric: expected normalised frequency (or high-frequency share) of each map.
+def paper_rank_normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Average ranks ``1..N`` of each ``(H, W)`` map divided by ``N`` (Mehrpanah et al.'s code).
 
-    Implements the spectral view of seed 002 (methods.md §9): channel-reduced, optionally
-    rank-normalised map → 2-D power spectrum (``torch.fft``, batched) → ring average → score.
-    ``score_direction`` is ``LOWER``: lower means smoother (which seed 002 shows can come at a
-    cost in faithfulness, so "better" is in the smoothness sense only).
+    Unlike :func:`rank_normalise` the values lie in ``(0, 1]`` and are not centred; the constant
+    part ends up in the zero-frequency ring, which the paper's EF keeps in its denominator.
+    """
+    flat = maps.flatten(1)
+    ordered = flat.sort(dim=1).values
+    low = torch.searchsorted(ordered, flat, right=False)
+    high = torch.searchsorted(ordered, flat, right=True)
+    ranks = (low + high + 1).to(maps.dtype) / 2  # mean 1-based rank of the tie group
+    return (ranks / flat.shape[1]).view_as(maps)
+
+
+def _integer_rings(height: int, width: int, device: torch.device) -> torch.Tensor:
+    # Radius to the shifted zero frequency (H // 2, W // 2), truncated like an int cast.
+    yy = torch.arange(height, device=device, dtype=torch.float64) - height // 2
+    xx = torch.arange(width, device=device, dtype=torch.float64) - width // 2
+    radius = torch.sqrt(yy[:, None] ** 2 + xx[None, :] ** 2)
+    return radius.long().flatten()
+
+
+def paper_radial_profile(maps: torch.Tensor) -> torch.Tensor:
+    """Ring-averaged power of ``(B, H, W)`` maps over integer radii (zero frequency included).
+
+    Returns ``(B, K)`` with ``K = ⌊r_max⌋ + 1``; ring ``k`` averages ``|FFT2|²`` over the grid
+    frequencies whose shifted distance to the centre truncates to ``k``.
+    """
+    real = maps if maps.is_floating_point() else maps.double()
+    power = torch.fft.fftshift(torch.fft.fft2(real).abs().square(), dim=(-2, -1)).flatten(1)
+    ring = _integer_rings(real.shape[-2], real.shape[-1], real.device)
+    n_rings = int(ring.max()) + 1
+    onehot = torch.nn.functional.one_hot(ring, n_rings).to(real.dtype)
+    counts = onehot.sum(0)
+    if bool((counts == 0).any()):  # cannot happen on a full grid; guards the division
+        raise RuntimeError("an integer ring without grid frequencies; report this as a bug.")
+    return (power @ onehot) / counts
+
+
+def expected_frequency(
+    maps: torch.Tensor, rank: bool = True, reduce: str = "sum", min_size: int = 8
+) -> torch.Tensor:
+    """Expected Frequency (EF) of Mehrpanah et al. (2025), one value per map.
+
+    ``EF = (1/K) Σ_k f_k P_k / Σ_j P_j`` with ``P`` the integer-ring profile of
+    :func:`paper_radial_profile` and ``f_k = k / (K − 1)``. The ``1/K`` factor is the mean the
+    authors' code takes over rings; it makes EF depend on the grid size, so compare EF values
+    only between maps of the same size (the paper does).
 
     Parameters
     ----------
-    cutoff : float
-        Normalised frequency separating low from high frequencies (default 0.5).
-    score : {"expected_frequency", "high_frequency_share"}
-        Which summary each sample's score is.
-    reduce, rank, n_bins, min_size
-        See :func:`spectral_complexity`.
-    **kwargs
-        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
-        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
-        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
+    maps : torch.Tensor
+        ``(B, C, H, W)`` or ``(B, H, W)`` explanations.
+    rank : bool
+        Rank-normalise each channel-reduced map first (:func:`paper_rank_normalise`), as the
+        paper does; ``False`` measures the raw map (used by the sinusoid oracle).
+    reduce : {"sum", "abs_sum", "maxabs"}
+        Channel reduction; the paper sums channels.
+    min_size : int
+        Smallest accepted height/width.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B,)`` EF values; a map with no power at all gets NaN and a warning.
+    """
+    reduced = reduce_channels(maps, reduce, min_size)
+    if not torch.isfinite(reduced).all():
+        raise ValueError("maps contain NaN or Inf; the expected frequency needs finite maps.")
+    if rank:
+        reduced = paper_rank_normalise(reduced)
+    profile = paper_radial_profile(reduced)
+    n_rings = profile.shape[1]
+    freqs = torch.linspace(0, 1, n_rings, dtype=profile.dtype, device=profile.device)
+    total = profile.sum(1)
+    empty = total <= 0
+    if empty.any():
+        warnings.warn(
+            f"{int(empty.sum())} map(s) are all zero and have no spectrum; their EF is NaN.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return (profile @ freqs) / (n_rings * total.masked_fill(empty, float("nan")))
+
+
+class ExpectedFrequency(QuantusDefaults):
+    """Quantus metric: Expected Frequency of each explanation (lower = smoother).
+
+    With ``convention="paper"`` (default) the score is the EF of Mehrpanah et al. (2025), see
+    :func:`expected_frequency`; with ``convention="project"`` it is this project's earlier
+    ring-averaged expected normalised frequency or high-frequency share
+    (:func:`spectral_complexity`). ``score_direction`` is ``LOWER``: lower means smoother, which
+    Mehrpanah et al. show can cost faithfulness, so "better" is meant in the smoothness sense only.
+
+    Parameters
+    ----------
+    convention : {"paper", "project"}
+        Which definition (see the module docstring).
+    rank : bool
+        Rank-normalise maps first (both conventions do by default).
+    reduce : {"sum", "abs_sum", "maxabs"}
+        Channel reduction (sum in the paper).
+    cutoff, score, n_bins
+        Options of the project convention only (see :func:`spectral_complexity`); passing a
+        non-default value with ``convention="paper"`` raises.
+    min_size : int
+        Smallest accepted height/width.
+    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
+    default_plot_func, disable_warnings, display_progressbar
+        The ``quantus.Metric`` base arguments.
 
     Attributes
     ----------
-    spectra : list of SpectralResult
-        One entry per evaluated batch of the last call (for plotting the radial spectra).
+    spectra : list
+        Per evaluated batch of the last call: a :class:`SpectralResult` (project convention) or
+        the ``(B, K)`` integer-ring profiles (paper convention).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> metric = ExpectedFrequency(disable_warnings=True)
+    >>> noise = np.random.default_rng(0).normal(size=(2, 1, 32, 32))
+    >>> scores = metric(model=None, x_batch=noise, y_batch=np.zeros(2, int), a_batch=noise)
+    >>> len(scores)
+    2
+    """
+
+    name = "Expected Frequency"
+    data_applicability = {DataType.IMAGE}
+    model_applicability = {ModelType.TORCH, ModelType.TF}
+    score_direction = ScoreDirection.LOWER
+    evaluation_category = EvaluationCategory.COMPLEXITY
+    _default_convention = "paper"
+
+    def __init__(
+        self,
+        convention: str | None = None,
+        cutoff: float = 0.5,
+        score: str = "expected_frequency",
+        reduce: str = "sum",
+        rank: bool = True,
+        n_bins: int | None = None,
+        min_size: int = 8,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        convention = self._default_convention if convention is None else convention
+        if convention not in _CONVENTIONS:
+            raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
+        if score not in _SCORES:
+            raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
+        if reduce not in _REDUCTIONS:
+            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}.")
+        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
+            raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
+        if convention == "paper" and (
+            score != "expected_frequency" or n_bins is not None or cutoff != 0.5
+        ):
+            raise ValueError(
+                "score, cutoff and n_bins belong to convention='project'; the paper's EF has "
+                "integer rings and no cut-off. Pass convention='project' to use them."
+            )
+        self.convention = convention
+        self.cutoff = float(cutoff)
+        self.score = score
+        self.reduce = reduce
+        self.rank = rank
+        self.n_bins = n_bins
+        self.min_size = min_size
+        self.spectra: list[Any] = []
+
+    def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
+        """Score ``a_batch`` (or the explanations of ``explain_func``); see ``quantus.Metric``."""
+        self.spectra = []
+        return super().__call__(model, x_batch, y_batch, **kwargs)
+
+    def compute(self, a_batch: np.ndarray | torch.Tensor) -> SpectralResult:
+        """Project convention: the full :class:`SpectralResult` of a batch (no Quantus plumbing)."""
+        maps = torch.as_tensor(a_batch)
+        return spectral_complexity(
+            maps, self.cutoff, self.reduce, self.rank, self.n_bins, self.min_size
+        )
+
+    def scores(self, a_batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """``(B,)`` scores of a batch of explanations under the chosen convention."""
+        maps = torch.as_tensor(a_batch)
+        if self.convention == "paper":
+            values = expected_frequency(maps, self.rank, self.reduce, self.min_size)
+            reduced = reduce_channels(maps, self.reduce, self.min_size)
+            self.spectra.append(
+                paper_radial_profile(paper_rank_normalise(reduced) if self.rank else reduced)
+            )
+            return values
+        result = self.compute(maps)
+        self.spectra.append(result)
+        return getattr(result, self.score)
+
+    def evaluate_batch(self, a_batch: np.ndarray, **kwargs: Any) -> list[float]:
+        """One score per explanation of the batch."""
+        return [float(v) for v in self.scores(a_batch).cpu()]
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **line_kwargs: Any,
+    ) -> Any:
+        """Mean radial power profile of the last call's maps (log power).
+
+        Project convention: normalised frequency with the cut-off dotted; paper convention:
+        integer frequency rings, each profile normalised to unit total power first.
+        """
+        if not self.spectra:
+            raise ValueError("Nothing to plot: call the metric first.")
+        ax = plot_axes(ax)
+        if self.convention == "paper":
+            power = torch.cat([p.double().cpu() for p in self.spectra])
+            power = power / power.sum(1, keepdim=True).clamp_min(1e-300)
+            rings = np.arange(power.shape[1])
+            ax.plot(rings, power.mean(0).numpy(), marker=".", label=label, **line_kwargs)
+            ax.set_xlabel("frequency ring k")
+        else:
+            power = torch.cat([r.power for r in self.spectra]).double().cpu()
+            frequencies = self.spectra[0].frequencies.double().cpu()
+            ax.plot(
+                frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **line_kwargs
+            )
+            ax.axvline(self.cutoff, color="grey", linestyle=":")
+            ax.set_xlabel("normalised frequency (cut-off dotted)")
+        ax.set_yscale("log")
+        ax.set_ylabel("share of power")
+        return finish_plot(ax, label, path_to_save)
+
+
+class SpectralComplexity(ExpectedFrequency):
+    """The earlier name of :class:`ExpectedFrequency`, defaulting to this project's convention.
+
+    Kept so existing code keeps its numbers; new code should use
+    ``ExpectedFrequency(convention="paper")`` (Mehrpanah et al. 2025) or
+    ``ExpectedFrequency(convention="project")``.
 
     Examples
     --------
@@ -259,71 +491,4 @@ class SpectralComplexity(QuantusDefaults):
     """
 
     name = "Spectral Complexity"
-    data_applicability = {DataType.IMAGE}
-    model_applicability = {ModelType.TORCH, ModelType.TF}
-    score_direction = ScoreDirection.LOWER
-    evaluation_category = EvaluationCategory.COMPLEXITY
-
-    def __init__(
-        self,
-        cutoff: float = 0.5,
-        score: str = "expected_frequency",
-        reduce: str = "sum",
-        rank: bool = True,
-        n_bins: int | None = None,
-        min_size: int = 8,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        if score not in _SCORES:
-            raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-        if reduce not in _REDUCTIONS:
-            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}.")
-        if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
-            raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
-        self.cutoff = float(cutoff)
-        self.score = score
-        self.reduce = reduce
-        self.rank = rank
-        self.n_bins = n_bins
-        self.min_size = min_size
-        self.spectra: list[SpectralResult] = []
-
-    def __call__(self, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any) -> Any:
-        """Score ``a_batch`` (or the explanations of ``explain_func``); see ``quantus.Metric``."""
-        self.spectra = []
-        return super().__call__(model, x_batch, y_batch, **kwargs)
-
-    def compute(self, a_batch: np.ndarray | torch.Tensor) -> SpectralResult:
-        """The full :class:`SpectralResult` of a batch of explanations (no Quantus plumbing)."""
-        maps = torch.as_tensor(a_batch)
-        return spectral_complexity(
-            maps, self.cutoff, self.reduce, self.rank, self.n_bins, self.min_size
-        )
-
-    def evaluate_batch(self, a_batch: np.ndarray, **kwargs: Any) -> list[float]:
-        """One score per explanation of the batch."""
-        result = self.compute(a_batch)
-        self.spectra.append(result)
-        values = getattr(result, self.score)
-        return [float(v) for v in values.cpu()]
-
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
-        """Mean radially averaged power spectrum of the last call's maps (log power)."""
-        if not self.spectra:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
-        power = torch.cat([r.power for r in self.spectra]).double().cpu()
-        frequencies = self.spectra[0].frequencies.double().cpu()
-        ax.plot(frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **line_kwargs)
-        ax.axvline(self.cutoff, color="grey", linestyle=":")
-        ax.set_yscale("log")
-        ax.set_xlabel("normalised frequency (cut-off dotted)")
-        ax.set_ylabel("share of power")
-        return finish_plot(ax, label, path_to_save)
+    _default_convention = "project"

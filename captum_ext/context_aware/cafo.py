@@ -118,7 +118,7 @@ class CAFO(ReprFromInit, GradientAttribution):
         Returns
         -------
         tensor or tuple of tensors
-            Δ, shaped like ``inputs``.
+            Δ (or −Δ with ``sign="target"``), shaped like ``inputs``.
         """
         resolved = resolve_options(self.options_class, options, overrides)
         return self._attribute(inputs, target, additional_forward_args, resolved)
@@ -205,6 +205,8 @@ class CAFO(ReprFromInit, GradientAttribution):
                     **solver,
                 )
                 delta, sparsity, converged = result.delta, result.sparsity, result.converged
+        if options.sign == "target":
+            delta = -delta
         out = function.split(delta.to(rows.dtype))
         check_result_finite(out, name)
         self.last_lambda1, self.last_lambda2 = lam1, problem.lambda2

@@ -59,6 +59,10 @@ class CAFOOptions:
     progress : bool, optional
         tqdm bar over the FISTA iterations; ``None`` (default) shows it on interactive terminals
         only (:func:`captum_ext.core.progress.show_progress`).
+    sign : {"loss", "target"}
+        ``"loss"`` (default, Definition 2 of the paper): Δ, the perturbation that increases the
+        loss, so the map points *against* the target class. ``"target"``: −Δ, evidence *for*
+        the target, signed like Captum's gradient methods (see ``docs/cafo_sign.md``).
     """
 
     lambda1: PerSample = 0.0
@@ -76,6 +80,7 @@ class CAFOOptions:
     generator: torch.Generator | None = None
     loss: Literal["cross_entropy", "logit"] = "cross_entropy"
     progress: bool | None = None
+    sign: Literal["loss", "target"] = "loss"
 
     def __post_init__(self) -> None:
         if isinstance(self.generator, int) and not isinstance(self.generator, bool):
@@ -99,6 +104,11 @@ class CAFOOptions:
             )
         if self.loss not in ("cross_entropy", "logit"):
             raise ValueError(f"loss must be 'cross_entropy' or 'logit', got {self.loss!r}.")
+        if self.sign not in ("loss", "target"):
+            raise ValueError(
+                f"sign must be 'loss' (Δ raises the loss, the paper's map) or 'target' (−Δ, "
+                f"evidence for the target class), got {self.sign!r}."
+            )
 
     def noise_generator(self) -> torch.Generator:
         """A fresh generator for this call's noise, per the package's randomness policy."""
