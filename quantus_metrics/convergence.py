@@ -49,8 +49,7 @@ from tqdm.auto import tqdm
 
 from captum_ext.core.krylov import KrylovCache
 from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
-from captum_ext.core.randomness import make_generator
-from captum_ext.core.sample_keys import sample_generators, sample_seed
+from captum_ext.core.randomness import make_generator, sample_generators, sample_seed
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
 from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
@@ -575,7 +574,7 @@ def convergence_constants(
         Show a tqdm bar over the explain calls.
     sample_seeds : (int, sequence of int), optional
         ``(seed, indices)``: perturb each sample with its own generator keyed to the seed and
-        its index in the data set (:mod:`captum_ext.core.sample_keys`), so its scores do not
+        its index in the data set (:mod:`captum_ext.core.randomness`), so its scores do not
         depend on the batch it is in; the theoretical bounds then use a generator seeded with
         ``seed``. ``generator`` is not used.
     """

@@ -35,8 +35,7 @@ from tqdm.auto import tqdm
 from captum_ext.core import has_modified_backward, modified_backward
 from captum_ext.core.modified_backward import supported_methods
 from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
-from captum_ext.core.randomness import DEFAULT_SEED, make_generator
-from captum_ext.core.sample_keys import keyed_normal, sample_generators
+from captum_ext.core.randomness import DEFAULT_SEED, keyed_normal, make_generator, sample_generators
 from captum_ext.core.validation import check_finite, check_positive_int
 from quantus_metrics._base import (
     NORM_TYPES,
@@ -212,7 +211,7 @@ def cosine_similarity_convergence(
         same vectors and give the same scores.
     sample_seeds : (int, sequence of int), optional
         ``(seed, indices)``: draw each sample's vectors from its own generator keyed to the seed
-        and the sample's index in the data set (:mod:`captum_ext.core.sample_keys`), so its
+        and the sample's index in the data set (:mod:`captum_ext.core.randomness`), so its
         score does not depend on the batch it is in. ``generator`` is then not used.
 
     Returns

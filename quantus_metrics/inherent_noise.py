@@ -22,8 +22,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from tqdm.auto import tqdm
 
 from captum_ext.core.modules import unwrap_model
-from captum_ext.core.randomness import make_generator
-from captum_ext.core.sample_keys import keyed_normal, sample_generators
+from captum_ext.core.randomness import keyed_normal, make_generator, sample_generators
 from captum_ext.core.validation import check_positive_int
 from captum_ext.noise.statistics import (
     Bounds,
@@ -159,7 +158,7 @@ def compute_inherent_noise(
     The empirical part draws ``n_draws`` noisy copies from a private generator (``generator``
     or ``seed``; the global RNG is untouched), ``chunk`` draws at a time. With
     ``sample_seeds=(seed, indices)`` each sample draws from its own generator keyed to the seed
-    and its data-set index (:mod:`captum_ext.core.sample_keys`), so its empirical fractions do
+    and its data-set index (:mod:`captum_ext.core.randomness`), so its empirical fractions do
     not depend on the batch it is in.
     """
     check_positive_int("n_draws", n_draws)

@@ -9,7 +9,7 @@ from captum.attr import Saliency
 from torch import nn
 
 from captum_ext import PatternNet
-from captum_ext.core.sample_keys import sample_seed
+from captum_ext.core.randomness import sample_seed
 from quantus_metrics import (
     CSC,
     ConvergenceConstants,

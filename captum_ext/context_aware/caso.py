@@ -27,7 +27,7 @@ from captum_ext.context_aware.hessian import (
 )
 from captum_ext.context_aware.options import CASOOptions
 from captum_ext.context_aware.second_order import double_differentiable
-from captum_ext.core.isolation import owning_module
+from captum_ext.core.modules import owning_module
 
 __all__ = ["CASO"]
 

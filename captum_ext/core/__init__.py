@@ -6,7 +6,11 @@
   ``requires_grad`` flags, train/eval mode, hooks) so no method can harm the user's model.
 - :mod:`~captum_ext.core.validation`: uniform, actionable errors for bad inputs.
 - :mod:`~captum_ext.core.isolation`: the private eval-mode view every call runs on (thread
-  safety, train-mode protection); :mod:`~captum_ext.core.sample_keys`: per-sample random draws.
+  safety, train-mode protection).
+- :mod:`~captum_ext.core.randomness`: the seed policy and per-sample random draws.
+- :mod:`~captum_ext.core.canonization`, :mod:`~captum_ext.core.gradients`,
+  :mod:`~captum_ext.core.krylov`, :mod:`~captum_ext.core.modules`: canonizers, gradient hooks,
+  Krylov machinery and model facts shared by several methods.
 """
 
 from captum_ext.core.guard import ModelGuard, ModelSnapshot

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from captum_ext.core.modules import owning_module
 from captum_ext.core.validation import check_inputs, check_targets, normalize_target
 
 __all__ = [
@@ -124,14 +125,6 @@ def model_view(model: nn.Module) -> tuple[nn.Module, dict[int, Any]]:
         )
     memo: dict[int, Any] = {}
     return _view(model, memo), memo
-
-
-def owning_module(forward_func: Any) -> nn.Module | None:
-    """The ``nn.Module`` behind a forward function (the module or a method bound to one)."""
-    if isinstance(forward_func, nn.Module):
-        return forward_func
-    owner = getattr(forward_func, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
 
 
 def _find_model(method: Any) -> nn.Module | None:

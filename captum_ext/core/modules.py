@@ -12,6 +12,7 @@ __all__ = [
     "LINEAR_TYPES",
     "model_device_dtype",
     "model_of",
+    "owning_module",
     "unwrap_model",
 ]
 
@@ -19,6 +20,14 @@ LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """The weighted linear layers the propagation rules and the analytic bounds are defined for."""
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def owning_module(forward_func: Any) -> nn.Module | None:
+    """The ``nn.Module`` behind a forward function (the module or a method bound to one)."""
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
 
 
 def model_of(method: Any, hint: str = "") -> nn.Module:
@@ -29,11 +38,9 @@ def model_of(method: Any, hint: str = "") -> nn.Module:
     ``hint`` is appended to the error (how the caller's own API avoids the problem).
     """
     forward = getattr(method, "model", None) or getattr(method, "forward_func", None)
-    if isinstance(forward, nn.Module):
-        return forward
-    owner = getattr(forward, "__self__", None)
-    if isinstance(owner, nn.Module):
-        return owner
+    module = owning_module(forward)
+    if module is not None:
+        return module
     raise TypeError(
         f"{type(method).__name__} wraps {type(forward).__name__}, not an nn.Module or a method of "
         "one; this needs the module itself to reach its layers. Construct the attribution with "

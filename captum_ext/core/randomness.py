@@ -10,17 +10,27 @@ torch.Generator | None = None``, at most one of them:
   generator seeded from the operating system (``g = torch.Generator(); g.seed()``).
 
 The global RNG (``torch.manual_seed``) is never read nor advanced. Draws that must not depend on
-how samples are batched derive their own seed from the run's seed and a key with
-:func:`derive_seed`.
+how work is batched or ordered get their own seed from the run's seed and a key: a named unit
+(a layer) with :func:`derive_seed`, a sample's index in the data set with :func:`sample_seed`
+(:func:`sample_generators`, :func:`keyed_normal`), so sample ``i``'s draws are the same whether it
+is scored alone, in a batch of 3 or of 8, on one process or on several.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["DEFAULT_SEED", "derive_seed", "make_generator"]
+__all__ = [
+    "DEFAULT_SEED",
+    "derive_seed",
+    "keyed_normal",
+    "make_generator",
+    "sample_generators",
+    "sample_seed",
+]
 
 DEFAULT_SEED = 0
 
@@ -62,3 +72,32 @@ def derive_seed(seed: int, key: str) -> int:
     before, so work can be reordered, batched or sharded without changing any draw.
     """
     return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63 - 1)
+
+
+_MASK = (1 << 64) - 1
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A 63-bit seed for sample ``index`` under ``seed`` (SplitMix64 of the pair; stable)."""
+    z = (seed * 0x9E3779B97F4A7C15 + index + 1) & _MASK
+    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        z = ((z ^ (z >> shift)) * mult) & _MASK
+    return (z ^ (z >> 31)) >> 1
+
+
+def sample_generators(
+    seed: int, indices: Iterable[int], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One private generator per sample index (the global RNG is never used)."""
+    return [torch.Generator(device=device).manual_seed(sample_seed(seed, int(i))) for i in indices]
+
+
+def keyed_normal(
+    generators: Sequence[torch.Generator],
+    per_sample: tuple[int, ...],
+    dtype: torch.dtype = torch.float64,
+) -> torch.Tensor:
+    """``(B, *per_sample)`` standard normal draws, row ``i`` from ``generators[i]``."""
+    return torch.stack(
+        [torch.randn(per_sample, generator=g, dtype=dtype, device=g.device) for g in generators]
+    )
