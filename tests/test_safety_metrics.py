@@ -55,7 +55,7 @@ def test_per_sample_scores_do_not_depend_on_batch_size(metric):
         elif metric == "InherentNoise":
             m = InherentNoise(
                 bounds=(0.0, 1.0), n_draws=5, score="empirical_pixel_level",
-                display_progressbar=False, disable_warnings=True,
+                noise_from_method=False, display_progressbar=False, disable_warnings=True,
             )  # fmt: skip
             ef = explain_func_from(Saliency)
             scores[batch_size] = np.asarray(m(model, x, y, explain_func=ef, batch_size=batch_size))

@@ -288,9 +288,14 @@ def check_targets(
             )
         for position, (value, size) in enumerate(zip(index, dims)):
             if not -size <= value < size:
-                where = "" if len(dims) == 1 else f" on output axis {position + 1}"
+                if isinstance(item, tuple):
+                    raise ValueError(
+                        f"target {item!r} does not index an output of shape {tuple(dims)} per "
+                        "sample; a tuple target needs one in-range index per output dimension "
+                        f"after the batch (axis {position + 1}: valid 0..{size - 1})."
+                    )
                 raise ValueError(
-                    f"target {item!r} out of range for a model with {size} outputs{where} "
+                    f"target {item!r} out of range for a model with {size} outputs "
                     f"(valid: 0..{size - 1})."
                 )
 

@@ -322,7 +322,10 @@ class LayerLRP(LRP, CaptumLayerLRP):
         canonizers: Sequence[Canonizer] | None = None,
     ) -> None:
         if isinstance(layer, list) and not layer:
-            raise ValueError("layer is an empty list; give at least one layer.")
+            raise TypeError(
+                "layer must be an nn.Module of the model (or its name) or a non-empty list of "
+                "nn.Module."
+            )
         LRP.__init__(self, model, rule_set, canonizers)
         self.layer = resolve_layer(model, layer, type(self).__name__)
         self.device_ids = None

@@ -42,6 +42,7 @@ _ROUTING = frozenset(
         "__format__", "__repr__", "__len__", "__iter__", "__get__", "size", "dim", "numel",
         "__set__", "data_ptr", "is_floating_point", "is_contiguous", "element_size",
         "untyped_storage", "_version", "__reduce_ex__", "__deepcopy__", "__hash__", "__eq__",
+        "flip", "fliplr", "flipud", "roll", "rot90",
     }
 )  # fmt: skip
 _SCALE = frozenset({"mul", "__mul__", "__rmul__", "multiply", "div", "__truediv__", "true_divide"})
