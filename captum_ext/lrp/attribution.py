@@ -30,9 +30,10 @@ from torch import nn
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
-from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
+from captum_ext.lrp.canonizers import Canonizer
 from captum_ext.lrp.rule_sets import EpsilonPlus, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
+from captum_ext.lrp.tracing import check_conservation, lrp_model, resolve_rules
 
 __all__ = ["LRP", "LayerLRP"]
 
@@ -48,9 +49,14 @@ class LRP(CaptumLRP):
         Which rule each layer gets (default :class:`~captum_ext.lrp.EpsilonPlus`). A rule stored
         as ``module.rule`` (one of ours) overrides the rule set for that module.
     canonizers : sequence of Canonizer, optional
-        Applied for the duration of each call and undone afterwards. Default:
-        ``NoInplaceActivations``, ``MergeBatchNorm``, ``ResNetCanonizer`` (VGG, VGG-BN and ResNet
-        from torchvision work out of the box); ``[]`` switches them off.
+        Applied for the duration of each call and undone afterwards; given, they select the
+        module-hook path (``[]``: hooks without canonizers). Default (``None``): automatic
+        canonization (:mod:`captum_ext.lrp.tracing`): the model is traced with torch.fx, every
+        functional operation relevance flows through gets a rule, BatchNorms following a
+        linear layer are folded; an operation without a rule is refused before computing.
+    check_conservation : bool or float
+        Raise if ``Σ relevance`` differs from ``f_c(x)`` by more than this relative tolerance
+        (``True``: 1e-6 in float64, 1e-4 otherwise). Only meaningful for conservative rules.
 
     Notes
     -----
@@ -70,6 +76,7 @@ class LRP(CaptumLRP):
         model: nn.Module,
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
+        check_conservation: bool | float = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"LRP explains an nn.Module, got {type(model).__name__}.")
@@ -82,11 +89,13 @@ class LRP(CaptumLRP):
         CaptumLRP.__init__(self, model)
         self.rule_set = EpsilonPlus() if rule_set is None else rule_set
         self.canonizers = None if canonizers is None else list(canonizers)
+        self.check_conservation = check_conservation
 
-    def _rules(self) -> list[tuple[str, nn.Module, LRPRule]]:
+    def _rules(self, model: nn.Module | None = None) -> list[tuple[str, nn.Module, LRPRule]]:
+        model = self.model if model is None else model
         user_rules = {
             name: module.rule
-            for name, module in self.model.named_modules()
+            for name, module in model.named_modules()
             if getattr(module, "rule", None) is not None
         }
         for name, rule in user_rules.items():
@@ -96,16 +105,18 @@ class LRP(CaptumLRP):
                     "captum_ext.lrp.LRP needs captum_ext.lrp rules (EpsilonRule, GammaRule, "
                     "ZPlusRule, PassRule, …), which also work with captum.attr.LRP."
                 )
-        return self.rule_set.resolve(self.model, overrides=user_rules)
+        return resolve_rules(self.rule_set, model, overrides=user_rules)
 
     @contextmanager
-    def rules_installed(self) -> Iterator[nn.Module]:
-        """Context in which ``self.model``'s forward carries the rules (canonizers applied)."""
-        canonizers = default_canonizers() if self.canonizers is None else self.canonizers
+    def rules_installed(self, n_inputs: int | None = None) -> Iterator[nn.Module]:
+        """Context in which ``self.model``'s forward carries the rules (canonizers applied).
+
+        ``n_inputs``: how many leading forward arguments are attributed (default: all).
+        """
         handles = []
-        with canonized(self.model, canonizers) as model:
+        with lrp_model(self.model, self.canonizers, n_inputs) as model:
             try:
-                for _, module, rule in self._rules():
+                for _, module, rule in self._rules(model):
                     if not isinstance(rule, GradientRule):
                         # Prepended, so the caller's own forward hooks (also ones registered
                         # before this context) see the rule-routed output and can read its
@@ -127,14 +138,27 @@ class LRP(CaptumLRP):
         input_tuple = _format_tensor_into_tuples(inputs)
         check_finite(input_tuple)
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        with ModelGuard(self.model), self.rules_installed() as model, torch.enable_grad():
-            leaves = tuple(x.detach().requires_grad_() for x in input_tuple)
+        with (
+            ModelGuard(self.model),
+            self.rules_installed(len(input_tuple)) as model,
+            torch.enable_grad(),
+        ):
+            # Integer inputs (token ids) cannot carry relevance; LayerLRP reads it at a layer.
+            leaves = tuple(
+                x.detach().requires_grad_() if x.is_floating_point() else x for x in input_tuple
+            )
             captured = capture(model) if capture is not None else None
             try:
                 output = model(*leaves, *extra)
             finally:
                 if captured is not None:
                     captured.remove()
+            if captured is not None and not captured.tensors:
+                raise ValueError(
+                    "LayerLRP: the layer was not called in the forward pass LRP runs. On the "
+                    "automatic (traced) path only leaf layers are called as modules: pick a "
+                    "leaf layer, or pass canonizers=[...] to use the model itself."
+                )
             check_targets(target, output)
             selected = _select_targets(output, target)
             sources = leaves if captured is None else captured.tensors
@@ -144,6 +168,8 @@ class LRP(CaptumLRP):
             )
         grads = tuple(torch.zeros_like(s) if g is None else g for s, g in zip(sources, grads))
         check_result_finite(grads, type(self).__name__)
+        if self.check_conservation is not False:
+            check_conservation(grads, selected.detach(), self.check_conservation)
         return grads, selected.detach(), captured
 
     @log_usage()
@@ -231,8 +257,9 @@ class LayerLRP(LRP, CaptumLayerLRP):
         layer: nn.Module,
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
+        check_conservation: bool | float = False,
     ) -> None:
-        LRP.__init__(self, model, rule_set, canonizers)
+        LRP.__init__(self, model, rule_set, canonizers, check_conservation)
         self.layer = layer
         self.device_ids = None
 
