@@ -320,6 +320,8 @@ class ProportionalRule(_OpRule):
 class UnsupportedRule(_OpRule):
     """Marks an operation without a rule: refused when relevance reaches it (never hooked)."""
 
+    layer_types: tuple[type, ...] = (nn.Module,)
+
     def forward_hook(self, module: nn.Module, inputs: Any, outputs: Any) -> Any:
         raise TracingError(f"LRP has no rule for {module}.")  # resolve_rules refuses earlier
 
@@ -734,6 +736,11 @@ class _LRPTracer(fx.Tracer):
         self.record_stack_traces = True
         self.extra_modules: dict[nn.Module, str] = {}
 
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, _InProjection):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
     def path_of_module(self, mod: nn.Module) -> str:
         if mod in self.extra_modules:
             return self.extra_modules[mod]
@@ -982,10 +989,13 @@ def _rewrite(
     variable = _variables(graph, n_inputs)
     new_modules: dict[str, nn.Module] = {}
     order = {node: i for i, node in enumerate(graph.nodes)}
-    for node in list(graph.nodes):
-        if node.op not in ("call_function", "call_method") or node not in variable:
-            continue
-        cls, fn, op, gates, reason = _classify(node, variable, modules)
+    # Classify on the original graph first: gate detection looks at the producers' targets.
+    plans = {
+        node: _classify(node, variable, modules)
+        for node in graph.nodes
+        if node.op in ("call_function", "call_method") and node in variable
+    }
+    for node, (cls, fn, op, gates, reason) in plans.items():
         inplace = node.target in _INPLACE or (
             node.op == "call_method"
             and str(node.target).endswith("_")
@@ -1034,6 +1044,9 @@ def _rewrite(
         call.meta = dict(node.meta)
         call.stack_trace = node.stack_trace
         node.replace_all_uses_with(call)
+        # Later nodes now read the new call: it inherits the node's place in the analysis.
+        variable.add(call)
+        order[call] = order[node]
         graph.erase_node(node)
         call.name = node.name
     graph.lint()
@@ -1076,11 +1089,24 @@ class _GraphMergeBatchNorm(MergeBatchNorm):
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_PLAIN = (bool, int, float, str, type(None))
+
+
 def _fingerprint(model: nn.Module) -> tuple:
+    # What the traced graph bakes in: the module structure, train/eval flags and the plain
+    # attributes Python control flow in a forward may read (flags, sizes, probabilities).
     return (
         type(model),
         vars(model).get("forward"),
-        tuple((name, id(m), m.training) for name, m in model.named_modules()),
+        tuple(
+            (
+                name,
+                id(m),
+                m.training,
+                tuple((k, v) for k, v in vars(m).items() if k[0] != "_" and type(v) in _PLAIN),
+            )
+            for name, m in model.named_modules()
+        ),
     )
 
 
