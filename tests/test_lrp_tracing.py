@@ -16,6 +16,10 @@ from torch import nn
 from captum_ext.core import ModelSnapshot
 from captum_ext.lrp import LRP, Epsilon, EpsilonPlus, GradientRule, LayerLRP, PassRule, tracing
 from captum_ext.lrp.tracing import Addition, TracingError
+from captum_ext.zoo.functional_models import (
+    FUNCTIONAL_MODELS,
+    functional_model,
+)
 
 
 def _init(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -24,75 +28,6 @@ def _init(model: nn.Module, seed: int = 0) -> nn.Module:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
     return model.double().eval()
-
-
-class Residual(nn.Module):
-    """The issue's hand-written residual block (bias-free)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
-        self.r = nn.ReLU()
-        self.c2 = nn.Conv2d(3, 3, 3, padding=1, bias=False)
-        self.fc = nn.Linear(3 * 8 * 8, 4, bias=False)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.c2(self.r(self.c1(x))) + x).flatten(1))
-
-
-class Concat(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.b = nn.Conv2d(3, 2, 1, bias=False)
-        self.fc = nn.Linear(6, 4, bias=False)
-
-    def forward(self, x):
-        y = torch.cat([F.relu(self.a(x)), F.relu(self.b(x))], dim=1)
-        y = F.max_pool2d(y, 2)
-        return self.fc(y.mean((2, 3)))
-
-
-class Gated(nn.Module):
-    """Squeeze-excitation gate and a residual: the gate is a constant for LRP."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
-        self.fc1 = nn.Linear(3, 2, bias=False)
-        self.fc2 = nn.Linear(2, 3, bias=False)
-        self.head = nn.Linear(3, 4, bias=False)
-        self.detach_gate = False
-
-    def forward(self, x):
-        y = F.relu(self.conv(x))
-        g = torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3))))))
-        if self.detach_gate:  # the oracle's switch (a plain attribute: part of the cache key)
-            g = g.detach()
-        y = y * g[:, :, None, None] + x
-        return self.head(F.adaptive_avg_pool2d(y, 1).flatten(1))
-
-
-class Reshapes(nn.Module):
-    """view/permute/transpose/reshape, subtraction, constant scaling, average pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.mix = nn.Linear(16, 16, bias=False)
-        self.head = nn.Linear(4 * 16, 4, bias=False)
-
-    def forward(self, x):
-        y = F.avg_pool2d(F.relu(self.conv(x)), 2)  # (B, 4, 4, 4)
-        b = y.shape[0]
-        tokens = y.view(b, 4, 16)
-        mixed = self.mix(tokens).permute(0, 2, 1).transpose(1, 2)
-        z = 0.5 * mixed - tokens / 4.0
-        z = torch.stack([z, tokens], 0).sum(0)
-        return self.head(z.reshape(b, -1))
-
-
-FUNCTIONAL_MODELS = [Residual, Concat, Gated, Reshapes]
 
 
 def _grad_times_input(model, x, target):
@@ -110,9 +45,9 @@ def _grad_times_input(model, x, target):
     return x.detach() * grad
 
 
-@pytest.mark.parametrize("factory", FUNCTIONAL_MODELS, ids=lambda f: f.__name__)
-def test_functional_models_conserve_and_equal_gradient_times_input(factory):
-    model = _init(factory())
+@pytest.mark.parametrize("name", list(FUNCTIONAL_MODELS))
+def test_functional_models_conserve_and_equal_gradient_times_input(name):
+    model = functional_model(name)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     snapshot = ModelSnapshot.of(model)
     lrp = LRP(model, rule_set=Epsilon(1e-12, stabilizer=1e-12), check_conservation=1e-6)
@@ -124,7 +59,7 @@ def test_functional_models_conserve_and_equal_gradient_times_input(factory):
 
 
 def test_issue_residual_block_was_wrong_on_the_module_hook_path():
-    model = _init(Residual())
+    model = functional_model("ResidualNet")
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     out = model(x)[:, 1].detach()
     rule_set = Epsilon(1e-12, stabilizer=1e-12)
@@ -139,7 +74,7 @@ def test_issue_residual_block_was_wrong_on_the_module_hook_path():
 
 
 def test_float32_and_epsilon_plus_run():
-    model = _init(Gated()).float()
+    model = functional_model("GatedNet").float()
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     relevance = LRP(model, rule_set=Epsilon(1e-9), check_conservation=True).attribute(x, target=0)
     assert relevance.dtype == torch.float32 and torch.isfinite(relevance).all()
@@ -155,19 +90,19 @@ def test_second_call_costs_no_tracing(monkeypatch):
         return original(self, root, *args, **kwargs)
 
     monkeypatch.setattr(tracing._LRPTracer, "trace", counting)
-    model = _init(Concat())
+    model = functional_model("ConcatNet")
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     lrp = LRP(model, rule_set=Epsilon(1e-9))
     first = lrp.attribute(x, target=0)
     second = LRP(model, rule_set=EpsilonPlus()).attribute(x, target=0)  # other rule set
     third = lrp.attribute(x, target=0)
-    assert calls == ["Concat"]
+    assert calls == ["ConcatNet"]
     torch.testing.assert_close(first, third, rtol=0, atol=0)
     assert not torch.equal(first, second)
     # A changed model (a replaced layer, eval/train) is traced again.
     model.b = nn.Conv2d(3, 2, 1, bias=False).double()
     lrp.attribute(x, target=0)
-    assert calls == ["Concat", "Concat"]
+    assert calls == ["ConcatNet", "ConcatNet"]
 
 
 class Squares(nn.Module):
@@ -249,7 +184,7 @@ def test_untraceable_model_refused_and_sequential_fallback(monkeypatch):
 
 
 def test_rule_sets_address_the_new_modules():
-    model = _init(Residual())
+    model = functional_model("ResidualNet")
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     base = dict(epsilon=1e-12, stabilizer=1e-12)
     hooks = LRP(model, rule_set=Epsilon(**base), canonizers=[]).attribute(x, target=1)
