@@ -939,6 +939,8 @@ def _classify(
         return Unsupported, fn, op, [], f"{op} has no LRP rule"
     op = _op_name(node)
     fn = _INPLACE.get(target, target)
+    if _is_inactive_stochastic_depth(node):
+        return Routing, fn, op, [], ""
     if fn in _ADDITIONS:
         return Addition, fn, op, [], ""
     if fn in _PRODUCTS or fn in _DIVISIONS:
@@ -954,6 +956,14 @@ def _classify(
     if fn in _NORM_FIXED:
         return Normalization, fn, op, [], ""
     return Unsupported, fn, op, [], f"{op} has no LRP rule"
+
+
+def _is_inactive_stochastic_depth(node: fx.Node) -> bool:
+    # torchvision's stochastic_depth (fx-wrapped) is the identity when not training.
+    if getattr(node.target, "__name__", "") != "stochastic_depth":
+        return False
+    training = node.kwargs.get("training", node.args[3] if len(node.args) > 3 else True)
+    return training is False
 
 
 def _product(node, variable, modules, fn, op, division):
@@ -1216,7 +1226,14 @@ def resolve_rules(
     """
     extended = copy.copy(rule_set)
     extended.layer_map = [*rule_set.layer_map, *_op_defaults(rule_set)]
-    resolved = extended.resolve(model, overrides=overrides)
+    # Plain nn.Module holders the GraphModule creates for parameters a graph reads directly
+    # (e.g. ``qkv`` of ``qkv.weight``) are never called: they need no rule.
+    holders = {
+        name: GradientRule()
+        for name, module in model.named_modules()
+        if type(module) is nn.Module and next(module.children(), None) is None
+    }
+    resolved = extended.resolve(model, overrides={**holders, **(overrides or {})})
     rules = {name: rule for name, _, rule in resolved}
     modules = dict(model.named_modules())
     if isinstance(model, fx.GraphModule):
