@@ -239,18 +239,21 @@ def main(only: list[str] | None = None, out: Path | None = None) -> list[dict[st
         start = time.perf_counter()
         rows.append(coverage_row(name))
         print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
-    table = render(rows)
-    print(table)
-    if out is not None:
-        header = (__doc__ or "").split("\n\n", 1)[1]
-        out.write_text(
-            "# LRP coverage (automatic canonization)\n\n"
-            + header.replace("``", "`")
-            + "\n"
-            + table
-            + "\n"
-        )
+        if out is not None:  # after every row, so a long run leaves its results behind
+            _write(out, rows)
+    print(render(rows))
     return rows
+
+
+def _write(out: Path, rows: list[dict[str, str]]) -> None:
+    header = (__doc__ or "").split("\n\n", 1)[1].split("\nRun ")[0]
+    out.write_text(
+        "# LRP coverage (automatic canonization)\n\n"
+        + header.replace("``", "`")
+        + "\n"
+        + render(rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -223,3 +223,17 @@ def test_vit_with_biases_runs_under_every_transformer_set_and_epsilon_plus():
     for rule_set in (CPLRP(), AttnLRP(), EpsilonPlus()):
         relevance = LRP(vit, rule_set=rule_set).attribute(x, target=0)
         assert relevance.shape == x.shape and torch.isfinite(relevance).all()
+
+
+@pytest.mark.slow
+def test_torchvision_vit_b_16_at_224():
+    from torchvision.models import vit_b_16
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vit = vit_b_16(weights=None, num_classes=10).eval()
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    for rule_set in (CPLRP(), AttnLRP()):
+        relevance = LRP(vit, rule_set=rule_set).attribute(x, target=0)
+        assert relevance.shape == x.shape and torch.isfinite(relevance).all()
+        assert relevance.abs().sum() > 0
