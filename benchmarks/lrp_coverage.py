@@ -4,6 +4,8 @@ For every torchvision architecture of issue #14 (random initialisation, batch 1,
 where the model allows; ``vit_b_16`` is built with ``image_size=64``) and the hand-written
 functional models of :mod:`captum_ext.zoo.functional_models`, on the automatic path:
 
+* the number of op modules in the traced graph (functional operations, and the hook points
+  at the boundaries of traced-through modules),
 * whether ``EpsilonPlus``, ``EpsilonGammaBox`` and the transformer set ``AttnLRP`` run (float32);
   a refused model shows the refusal (operation and reason),
 * the conservation error ``max |Σ R − f_c| / |f_c|`` of bias-free ``Epsilon(1e-30)`` in float64
@@ -87,6 +89,8 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, Callable[[torch.dtype], 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = getattr(torchvision.models, name)(**kwargs).eval()
+        if name == "vit_b_16":  # torchvision initialises the head to zero: f_c would be 0
+            nn.init.normal_(model.heads.head.weight, std=0.1)
     return model, lambda dtype: _image(1, 64, dtype)
 
 
@@ -206,7 +210,7 @@ def coverage_row(name: str) -> dict[str, str]:
         pass
     row = {
         "model": name,
-        "functional ops": ops,
+        "op modules": ops,
         "EpsilonPlus": _runs(model, EpsilonPlus(), x),
         "EpsilonGammaBox": _runs(model, EpsilonGammaBox(-1.0, 1.0), x)
         if x.is_floating_point()

@@ -232,6 +232,7 @@ def test_torchvision_vit_b_16_at_224():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         vit = vit_b_16(weights=None, num_classes=10).eval()
+        nn.init.normal_(vit.heads.head.weight, std=0.1)  # torchvision initialises it to zero
     x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     for rule_set in (CPLRP(), AttnLRP()):
         relevance = LRP(vit, rule_set=rule_set).attribute(x, target=0)
