@@ -19,6 +19,12 @@ $(VENV)/.installed-%: pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e ".[$(subst +,$(comma),$*)]"
 	touch $@
 
+# The tests also need lxt's torch-only modules (see pyproject.toml): without its heavy extras.
+$(VENV)/.installed-test: pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet --no-deps "lxt==2.1"
+	touch $@
+
 comma := ,
 
 demo: $(VENV)/.installed-report

@@ -344,10 +344,11 @@ def test_model_unharmed_after_normal_and_failing_calls(vgg_bn):
 
 
 def test_unsupported_layer_names_path_and_fix():
-    model = nn.Sequential(nn.Linear(4, 6), nn.LayerNorm(6), nn.ReLU(), nn.Linear(6, 2)).double()
+    # (LayerNorm has a default rule since automatic canonization; Softmax has none.)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Softmax(1), nn.ReLU(), nn.Linear(6, 2)).double()
     x = torch.randn(3, 4, dtype=torch.float64)
     snapshot = ModelSnapshot.of(model)
-    with pytest.raises(TypeError, match=r"'1' of type LayerNorm.*PassRule"):
+    with pytest.raises(TypeError, match=r"'1' of type Softmax.*PassRule"):
         LRP(model).attribute(x, target=0)
     assert not snapshot.diff(ModelSnapshot.of(model))
     by_name = LRP(model, rule_set=EpsilonPlus(name_map={"1": PassRule()})).attribute(x, target=0)

@@ -40,7 +40,9 @@ __all__ = [
     "attribute_isolated",
     "isolated",
     "isolated_call",
+    "counterpart",
     "model_view",
+    "original_module",
     "owning_module",
 ]
 
@@ -94,6 +96,9 @@ def _view(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
         if name in state:
             state[name] = OrderedDict(state[name])
     state["training"] = False
+    # The user's module this is a view of (also for views of views): caches keyed to the
+    # user's model and layers named by the user find their counterparts through it.
+    state["_view_of"] = module.__dict__.get("_view_of", module)
     # An instance-level forward (or other method) bound to the original must run on the twin.
     for key, value in list(state.items()):
         if isinstance(value, types.MethodType) and value.__self__ is module:
@@ -125,6 +130,27 @@ def model_view(model: nn.Module) -> tuple[nn.Module, dict[int, Any]]:
         )
     memo: dict[int, Any] = {}
     return _view(model, memo), memo
+
+
+def original_module(module: nn.Module) -> nn.Module:
+    """The user's module behind a view (``module`` itself if it is not a view)."""
+    return module.__dict__.get("_view_of", module)
+
+
+def counterpart(model: nn.Module, module: nn.Module) -> nn.Module:
+    """The submodule of ``model`` (a view, possibly of a traced copy) that stands for ``module``.
+
+    ``module`` may be the user's module or any view of it; ``model``'s own submodules are
+    returned as they are.
+    """
+    target = original_module(module)
+    for candidate in model.modules():
+        if candidate is module or original_module(candidate) is target:
+            return candidate
+    raise ValueError(
+        f"{type(module).__name__} is not part of the module LRP runs (only leaf layers are "
+        "called as modules on the traced path); pick a leaf layer or pass canonizers=[...]."
+    )
 
 
 def _find_model(method: Any) -> nn.Module | None:

@@ -51,8 +51,17 @@ from captum_ext.lrp.rules import (
     ZBoxRule,
     ZPlusRule,
 )
+from captum_ext.lrp.tracing import LayerNormRule, ProportionalRule, TracingError
+from captum_ext.lrp.transformer import CPLRP, AttnLRP, SoftmaxRule, UniformProductRule
 
 __all__ = [
+    "CPLRP",
+    "AttnLRP",
+    "LayerNormRule",
+    "ProportionalRule",
+    "SoftmaxRule",
+    "TracingError",
+    "UniformProductRule",
     "LRP",
     "LRPCMP",
     "Alpha1Beta0",

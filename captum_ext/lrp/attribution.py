@@ -29,7 +29,7 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
-from captum_ext.core.isolation import isolated, isolated_call
+from captum_ext.core.isolation import counterpart, isolated, isolated_call, model_view
 from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
@@ -38,11 +38,17 @@ from captum_ext.core.validation import (
     check_targets,
     resolve_layer,
 )
-from captum_ext.lrp.canonizers import Canonizer, canonized, default_canonizers
+from captum_ext.lrp.canonizers import (
+    Canonizer,
+    NoInplaceActivations,
+    canonized,
+    default_canonizers,
+)
 from captum_ext.lrp.captum_rules import from_captum_rule
 from captum_ext.lrp.glue import guarded_forward
 from captum_ext.lrp.rule_sets import CaptumDefault, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
+from captum_ext.lrp.tracing import GraphMergeBatchNorm, check_conservation, resolve_rules, trace
 
 __all__ = ["LRP", "LayerLRP"]
 
@@ -65,9 +71,14 @@ class LRP(ReprFromInit, CaptumLRP):
         translated by :func:`captum_ext.lrp.captum_rules.from_captum_rule` so that it gives
         Captum's numbers.
     canonizers : sequence of Canonizer, optional
-        Applied for the duration of each call and undone afterwards. Default:
-        ``NoInplaceActivations``, ``MergeBatchNorm``, ``ResNetCanonizer`` (VGG, VGG-BN and ResNet
-        from torchvision work out of the box); ``[]`` switches them off.
+        Applied for the duration of each call and undone afterwards; given, they select the
+        module-hook path (``[]``: hooks without canonizers). Default (``None``): automatic
+        canonization (:mod:`captum_ext.lrp.tracing`): the model is traced with torch.fx, every
+        functional operation relevance flows through gets a rule, BatchNorms following a
+        linear layer are folded; an operation without a rule is refused before computing.
+    check_conservation : bool or float
+        Raise if ``Σ relevance`` differs from ``f_c(x)`` by more than this relative tolerance
+        (``True``: 1e-6 in float64, 1e-4 otherwise). Only meaningful for conservative rules.
 
     Notes
     -----
@@ -87,6 +98,7 @@ class LRP(ReprFromInit, CaptumLRP):
         model: nn.Module,
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
+        check_conservation: bool | float = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"LRP explains an nn.Module, got {type(model).__name__}.")
@@ -100,43 +112,58 @@ class LRP(ReprFromInit, CaptumLRP):
         # Captum's defaults, so an unconfigured drop-in agrees with its parent.
         self.rule_set = CaptumDefault() if rule_set is None else rule_set
         self.canonizers = None if canonizers is None else list(canonizers)
+        self.check_conservation = check_conservation
 
-    def _rules(self) -> list[tuple[str, nn.Module, LRPRule]]:
+    def _rules(self, model: nn.Module | None = None) -> list[tuple[str, nn.Module, LRPRule]]:
+        model = self.model if model is None else model
         user_rules = {
             name: from_captum_rule(module.rule, module, name)
-            for name, module in self.model.named_modules()
+            for name, module in model.named_modules()
             if getattr(module, "rule", None) is not None
         }
-        return self.rule_set.resolve(self.model, overrides=user_rules)
+        return resolve_rules(self.rule_set, model, overrides=user_rules)
 
     @contextmanager
-    def rules_installed(self) -> Iterator[nn.Module]:
-        """Context yielding a private view of ``self.model`` whose forward carries the rules.
+    def rules_installed(self, n_inputs: int | None = None) -> Iterator[nn.Module]:
+        """Context yielding a private module whose forward carries the rules.
 
-        Canonizers are applied to the view (see :mod:`captum_ext.core.isolation`); the user's
-        model is never rewritten. Tensor operations the forward applies outside the modules are
-        checked (:mod:`captum_ext.lrp.glue`): unsupported ones raise ``TypeError``.
+        By default the model is traced (:mod:`captum_ext.lrp.tracing`, cached per model) and
+        every functional operation relevance flows through becomes a module with a rule; with
+        ``canonizers=`` the model itself runs under module hooks, and tensor operations its
+        forward applies outside the modules are checked (:mod:`captum_ext.lrp.glue`). Either
+        way the rules, hooks and folded parameters live on a private view (see
+        :mod:`captum_ext.core.isolation`): the user's model is never rewritten.
+
+        ``n_inputs``: how many leading forward arguments are attributed (default: all).
         """
-        with isolated(self) as twin, twin._rules_on_view() as model:
+        with isolated(self) as twin, twin._rules_on_view(n_inputs) as model:
             yield model
 
     @contextmanager
-    def _rules_on_view(self) -> Iterator[nn.Module]:
-        # Fresh copies: a canonizer holds the state of one application, and one LRP instance may
-        # serve several threads at once.
-        canonizers = (
-            default_canonizers()
-            if self.canonizers is None
-            else [copy.deepcopy(c) for c in self.canonizers]
-        )
+    def _rules_on_view(self, n_inputs: int | None) -> Iterator[nn.Module]:
+        traced = trace(self.model, n_inputs) if self.canonizers is None else None
+        if traced is not None:
+            # The traced graph is shared by every call; each call gets its own view of it.
+            model, _ = model_view(traced)
+            canonizers = [NoInplaceActivations(), GraphMergeBatchNorm(traced.lrp_bn_pairs)]
+        else:
+            # Fresh copies: a canonizer holds the state of one application, and one LRP
+            # instance may serve several threads at once.
+            model = self.model
+            canonizers = (
+                default_canonizers()
+                if self.canonizers is None
+                else [copy.deepcopy(c) for c in self.canonizers]
+            )
         handles = []
-        with canonized(self.model, canonizers) as model:
+        with canonized(model, canonizers) as model:
             had_forward = "forward" in vars(model)
             old_forward = vars(model).get("forward")
             try:
-                resolved = self._rules()
-                covered = {name: module for name, module, _ in resolved}
-                model.forward = guarded_forward(model, covered, type(self).__name__)
+                resolved = self._rules(model)
+                if traced is None:
+                    covered = {name: module for name, module, _ in resolved}
+                    model.forward = guarded_forward(model, covered, type(self).__name__)
                 for _, module, rule in resolved:
                     if not isinstance(rule, GradientRule):
                         # Prepended, so the caller's own forward hooks (also ones registered
@@ -163,8 +190,12 @@ class LRP(ReprFromInit, CaptumLRP):
         input_tuple = _format_tensor_into_tuples(inputs)
         check_finite(input_tuple)
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        with ModelGuard(self.model), self.rules_installed() as model, torch.enable_grad():
-            # Integer inputs (token ids) pass unchanged: LayerLRP reads relevance above them.
+        with (
+            ModelGuard(self.model),
+            self.rules_installed(len(input_tuple)) as model,
+            torch.enable_grad(),
+        ):
+            # Integer inputs (token ids) cannot carry relevance; LayerLRP reads it at a layer.
             leaves = tuple(
                 x.detach().requires_grad_() if x.is_floating_point() else x for x in input_tuple
             )
@@ -174,6 +205,12 @@ class LRP(ReprFromInit, CaptumLRP):
             finally:
                 if captured is not None:
                     captured.remove()
+            if captured is not None and not captured.tensors:
+                raise ValueError(
+                    "LayerLRP: the layer was not called in the forward pass LRP runs. On the "
+                    "automatic (traced) path only leaf layers are called as modules: pick a "
+                    "leaf layer, or pass canonizers=[...] to use the model itself."
+                )
             check_targets(
                 target,
                 output,
@@ -194,6 +231,8 @@ class LRP(ReprFromInit, CaptumLRP):
             "try float64, larger stabilisers (the rule set's epsilon/stabilizer) or check the "
             "model for overflowing activations",
         )
+        if self.check_conservation is not False:
+            check_conservation(grads, selected.detach(), self.check_conservation)
         return grads, selected.detach(), captured
 
     @log_usage()
@@ -320,13 +359,14 @@ class LayerLRP(LRP, CaptumLayerLRP):
         layer: nn.Module | str | list[nn.Module | str],
         rule_set: RuleSet | None = None,
         canonizers: Sequence[Canonizer] | None = None,
+        check_conservation: bool | float = False,
     ) -> None:
         if isinstance(layer, list) and not layer:
             raise TypeError(
                 "layer must be an nn.Module of the model (or its name) or a non-empty list of "
                 "nn.Module."
             )
-        LRP.__init__(self, model, rule_set, canonizers)
+        LRP.__init__(self, model, rule_set, canonizers, check_conservation)
         self.layer = resolve_layer(model, layer, type(self).__name__)
         self.device_ids = None
 
@@ -352,7 +392,9 @@ class LayerLRP(LRP, CaptumLayerLRP):
             inputs,
             target,
             additional_forward_args,
-            capture=lambda model: _Captures(layers, attribute_to_layer_input),
+            capture=lambda model: _Captures(
+                [counterpart(model, layer) for layer in layers], attribute_to_layer_input
+            ),
         )
         results, deltas = [], []
         for chunk in captured.split(relevance):
