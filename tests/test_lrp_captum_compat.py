@@ -366,8 +366,8 @@ def test_layer_lrp_validates_its_layers():
     with pytest.raises(TypeError, match="list of nn.Module"):
         LayerLRP(model, [])
     unused = nn.Linear(3, 3)
-    with pytest.raises(RuntimeError, match="not used"):
-        LayerLRP(model, [model.linear, unused]).attribute(torch.ones(1, 3, dtype=D), target=0)
+    with pytest.raises(ValueError, match="not a submodule"):
+        LayerLRP(model, [model.linear, unused])
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -506,26 +506,26 @@ def _zennit_relevance(model, composite, x, target):
 
 
 @pytest.mark.slow
-def test_excitation_backprop_matches_zennit_on_a_small_densenet():
+def test_excitation_backprop_on_a_small_densenet_refuses_or_traces():
 
     from torchvision.models import DenseNet
-    from zennit.composites import ExcitationBackprop as ZennitEB
 
     torch.manual_seed(8)
     model = DenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, bn_size=2)
     model = _randomise_batchnorm(model.to(D).eval())
     x = torch.rand(2, 3, 32, 32, dtype=D)
     target = torch.tensor([3, 7])
-    # No canonizer on either side: every BatchNorm stays unfolded (most precede their conv).
-    lrp = LRP(model, rule_set=ExcitationBackprop(), canonizers=[])
-    ours = lrp.attribute(x, target=target)
-    theirs = _zennit_relevance(model, ZennitEB(), x, target)
-    error = ((ours - theirs).abs().max() / theirs.abs().max()).item()
-    assert error < 1e-10, error
+    # zennit back-propagates DenseNet's functional F.relu/adaptive_avg_pool2d by the plain
+    # gradient, so its numbers are no oracle here. Module hooks (canonizers=[]) cannot give
+    # those operations a rule and refuse by name; the default traced path gives them rules.
+    with pytest.raises(TypeError, match="applies `(relu|adaptive_avg_pool2d)`"):
+        LRP(model, rule_set=ExcitationBackprop(), canonizers=[]).attribute(x, target=target)
+    ours = LRP(model, rule_set=ExcitationBackprop()).attribute(x, target=target)
+    assert torch.isfinite(ours).all() and ours.abs().sum() > 0
 
 
 @pytest.mark.slow
-def test_efficientnet_b0_with_stochastic_depth_matches_zennit():
+def test_efficientnet_b0_with_stochastic_depth_runs_traced():
 
     from torchvision.models import efficientnet_b0
     from torchvision.ops import StochasticDepth
@@ -542,12 +542,17 @@ def test_efficientnet_b0_with_stochastic_depth_matches_zennit():
     assert any(isinstance(m, StochasticDepth) for m in model.modules())
     x = torch.rand(1, 3, 64, 64, dtype=D)
     target = torch.tensor([4])
+    # The squeeze-excitation gate is a functional product: module hooks refuse it by name
+    # (zennit back-propagates it by the plain gradient, relevance flowing into the gate too);
+    # the traced path treats the gate as a constant (zennit/LXT practice), so the two differ.
+    with pytest.raises(TypeError, match="applies `mul`"):
+        LRP(model, rule_set=EpsilonPlus(), canonizers=[]).attribute(x, target=target)
     ours = LRP(model, rule_set=EpsilonPlus()).attribute(x, target=target)
     theirs = _zennit_relevance(
         model, ZennitEpsilonPlus(canonizers=[SequentialMergeBatchNorm()]), x, target
     )
-    error = ((ours - theirs).abs().max() / theirs.abs().max()).item()
-    assert error < 1e-8, error
+    assert torch.isfinite(ours).all() and torch.isfinite(theirs).all()
+    assert ours.abs().sum() > 0
 
 
 def test_stochastic_depth_passes_relevance():
@@ -567,15 +572,14 @@ def test_stochastic_depth_passes_relevance():
 
 
 def test_default_refuses_activations_captum_has_no_rule_for():
-    # Like captum.attr.LRP, the default set has no rule for a sigmoid (even an unused one);
-    # the named sets pass relevance through every activation.
-    model = _two_layer()
-    model.add_module("sigmoid", nn.Sigmoid())
+    # Like captum.attr.LRP, the default set has no rule for a sigmoid that relevance passes
+    # through; the named sets pass relevance through every activation.
+    model = nn.Sequential(_two_layer(), nn.Sigmoid()).to(D)
     x = torch.randn(2, 3, dtype=D)
-    with pytest.raises(TypeError, match=r"'sigmoid' of type Sigmoid.*rule_set=EpsilonPlus\(\)"):
+    with pytest.raises(TypeError, match=r"of type Sigmoid.*rule_set=EpsilonPlus\(\)"):
         LRP(model).attribute(x, target=0)
     with pytest.raises(TypeError, match="Sigmoid"):
-        LayerLRP(model, model.linear).attribute(x, target=0)
+        LayerLRP(model, model[0].linear).attribute(x, target=0)
     with pytest.raises(TypeError):
         _captum(model, x, target=0)
     assert LRP(model, rule_set=Epsilon()).attribute(x, target=0).shape == x.shape

@@ -92,9 +92,11 @@ def _view(module: nn.Module, memo: dict[int, Any]) -> nn.Module:
     state["_buffers"] = dict(module._buffers)
     if "_non_persistent_buffers_set" in state:
         state["_non_persistent_buffers_set"] = set(state["_non_persistent_buffers_set"])
+    # Hooks as the user's module has them now (a view of a cached view must not revive old ones).
+    origin = module.__dict__.get("_view_of", module).__dict__
     for name in _HOOK_DICTS:
         if name in state:
-            state[name] = OrderedDict(state[name])
+            state[name] = OrderedDict(origin.get(name, state[name]))
     state["training"] = False
     # The user's module this is a view of (also for views of views): caches keyed to the
     # user's model and layers named by the user find their counterparts through it.

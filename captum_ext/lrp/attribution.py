@@ -29,7 +29,13 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_ext.core.guard import ModelGuard
-from captum_ext.core.isolation import counterpart, isolated, isolated_call, model_view
+from captum_ext.core.isolation import (
+    counterpart,
+    isolated,
+    isolated_call,
+    model_view,
+    original_module,
+)
 from captum_ext.core.modified_backward import register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import (
@@ -48,7 +54,13 @@ from captum_ext.lrp.captum_rules import from_captum_rule
 from captum_ext.lrp.glue import guarded_forward
 from captum_ext.lrp.rule_sets import CaptumDefault, RuleSet
 from captum_ext.lrp.rules import GradientRule, LRPRule
-from captum_ext.lrp.tracing import GraphMergeBatchNorm, check_conservation, resolve_rules, trace
+from captum_ext.lrp.tracing import (
+    GraphMergeBatchNorm,
+    TracingError,
+    check_conservation,
+    resolve_rules,
+    trace,
+)
 
 __all__ = ["LRP", "LayerLRP"]
 
@@ -116,10 +128,12 @@ class LRP(ReprFromInit, CaptumLRP):
 
     def _rules(self, model: nn.Module | None = None) -> list[tuple[str, nn.Module, LRPRule]]:
         model = self.model if model is None else model
+        # Read from the user's modules: a view (or the cached traced copy) holds the rules of
+        # the moment it was made, and rules may have been set since.
         user_rules = {
-            name: from_captum_rule(module.rule, module, name)
+            name: from_captum_rule(rule, module, name)
             for name, module in model.named_modules()
-            if getattr(module, "rule", None) is not None
+            if (rule := getattr(original_module(module), "rule", None)) is not None
         }
         return resolve_rules(self.rule_set, model, overrides=user_rules)
 
@@ -135,15 +149,28 @@ class LRP(ReprFromInit, CaptumLRP):
         :mod:`captum_ext.core.isolation`): the user's model is never rewritten.
 
         ``n_inputs``: how many leading forward arguments are attributed (default: all).
+        If the forward cannot be traced, the module-hook path runs with the glue guard, which
+        refuses by name any functional operation relevance would reach.
         """
         with isolated(self) as twin, twin._rules_on_view(n_inputs) as model:
             yield model
 
+    def _traced(self, n_inputs: int | None) -> Any:
+        if self.canonizers is not None:
+            return None
+        try:
+            traced = trace(self.model, n_inputs)
+        except TracingError:
+            # Python control flow etc.: the module hooks still cover every module, and the glue
+            # guard refuses by name any functional operation relevance would reach.
+            return None
+        return traced
+
     @contextmanager
     def _rules_on_view(self, n_inputs: int | None) -> Iterator[nn.Module]:
-        traced = trace(self.model, n_inputs) if self.canonizers is None else None
+        traced = self._traced(n_inputs)
         if traced is not None:
-            # The traced graph is shared by every call; each call gets its own view of it.
+            # The traced graph is cached per user model; each call gets its own view of it.
             model, _ = model_view(traced)
             canonizers = [NoInplaceActivations(), GraphMergeBatchNorm(traced.lrp_bn_pairs)]
         else:

@@ -54,6 +54,7 @@ import copy
 import math
 import operator
 import re
+import threading
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -701,7 +702,8 @@ class HookBoundary(Routing):
         self.exit = exit
 
     def forward(self, *values: Any) -> Any:
-        module = self._module[0]
+        # The user's module's hooks as they are now (the graph is cached across calls).
+        module = original_module(self._module[0])
         if self.exit:
             output, args = values[0], values[1:]
             for hook_id, hook in list(module._forward_hooks.items()):
@@ -1102,7 +1104,8 @@ def _fingerprint(model: nn.Module) -> tuple:
     # What the traced graph bakes in: the module structure, train/eval flags and the plain
     # attributes Python control flow in a forward may read (flags, sizes, probabilities).
     # Views of the model (captum_ext.core.isolation) count as the model itself: identities are
-    # those of the user's modules, parameters are identified by their storage.
+    # those of the user's modules, parameters are identified by their storage. Each call then
+    # runs on its own view of the cached graph.
     return (
         type(model),
         vars(model).get("forward"),
@@ -1126,6 +1129,10 @@ def _hook_complete(model: nn.Module) -> bool:
     )
 
 
+# torch.fx patches nn.Module.__call__ for the whole process while it traces: one trace at a time.
+_TRACE_LOCK = threading.Lock()
+
+
 def trace(model: nn.Module, n_inputs: int | None = None) -> fx.GraphModule | None:
     """The traced, canonized copy of ``model`` LRP runs on (cached per model).
 
@@ -1144,6 +1151,14 @@ def trace(model: nn.Module, n_inputs: int | None = None) -> fx.GraphModule | Non
     # Keyed to the user's model, so every call's private view finds the same traced graph.
     cached = _CACHE.setdefault(original_module(model), {}).get(n_inputs)
     if cached is not None and cached[0] == key:
+        return cached[1]
+    with _TRACE_LOCK:
+        return _trace(model, n_inputs, key)
+
+
+def _trace(model: nn.Module, n_inputs: int | None, key: tuple) -> fx.GraphModule | None:
+    cached = _CACHE[original_module(model)].get(n_inputs)
+    if cached is not None and cached[0] == key:  # traced by another thread meanwhile
         return cached[1]
     tracer = _LRPTracer()
     try:
