@@ -219,13 +219,19 @@ def test_additional_forward_args_scale_keeps_conservation():
     model, x, t = _Scaled().double().eval(), _x(), torch.tensor([0, 1, 2])
     scale = torch.tensor(2.0, dtype=torch.float64)
     out = model(x, scale).gather(1, t[:, None]).squeeze(1)
-    lrp = LRP(model, rule_set=Epsilon(0.0)).attribute(x, target=t, additional_forward_args=scale)
+    exact = Epsilon(0.0, stabilizer=0.0)
+    lrp = LRP(model, rule_set=exact).attribute(x, target=t, additional_forward_args=scale)
     torch.testing.assert_close(lrp.sum(1), out, rtol=1e-9, atol=1e-12)
-    layer = LayerLRP(model, "net.2", rule_set=Epsilon(0.0))
+    # the module-hook path (glue guard) agrees
+    hooks = LRP(model, rule_set=exact, canonizers=[]).attribute(
+        x, target=t, additional_forward_args=scale
+    )
+    torch.testing.assert_close(hooks, lrp, rtol=1e-9, atol=1e-12)
+    layer = LayerLRP(model, "net.2", rule_set=exact)
     at_layer = layer.attribute(x, target=t, additional_forward_args=(scale,))
     torch.testing.assert_close(at_layer.sum(1), out, rtol=1e-9, atol=1e-12)
     # and exactly twice the unscaled relevance
-    plain = LRP(model.net, rule_set=Epsilon(0.0)).attribute(x, target=t)
+    plain = LRP(model.net, rule_set=exact).attribute(x, target=t)
     torch.testing.assert_close(lrp, 2 * plain, rtol=1e-9, atol=1e-12)
 
 
@@ -244,12 +250,19 @@ class _DenseStyle(nn.Module):
 def test_functional_operations_never_pass_silently():
     model = _DenseStyle().double().eval()
     x = torch.rand(2, 1, 5, 5, dtype=torch.float64)
+    # Module hooks cannot give the functional operations a rule: refused by name.
     with pytest.raises(TypeError, match="(relu|adaptive_avg_pool2d).*outside any module"):
-        LRP(model).attribute(x, target=1)
+        LRP(model, canonizers=[]).attribute(x, target=1)
     with pytest.raises(TypeError, match="outside any module"):
-        LayerLRP(model, "conv").attribute(x, target=1)
+        LayerLRP(model, "conv", canonizers=[]).attribute(x, target=1)
     # above the functional part nothing is wrong: relevance at fc is returned
-    LayerLRP(model, "fc").attribute(x, target=1)
+    LayerLRP(model, "fc", canonizers=[]).attribute(x, target=1)
+    # The default traced path gives them rules: bias-free, it conserves.
+    for module in (model.conv, model.fc):
+        module.bias = None
+    exact = Epsilon(1e-12, stabilizer=1e-12)
+    r = LRP(model, rule_set=exact, check_conservation=True).attribute(x, target=1)
+    torch.testing.assert_close(r.sum((1, 2, 3)), model(x)[:, 1], rtol=1e-9, atol=1e-12)
 
 
 def test_torchvision_densenet_is_refused_not_wrong():
@@ -258,8 +271,11 @@ def test_torchvision_densenet_is_refused_not_wrong():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = densenet121(num_classes=10).double().eval()
+    x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
     with pytest.raises(TypeError, match="outside any module"):
-        LRP(model).attribute(torch.rand(1, 3, 32, 32, dtype=torch.float64), target=1)
+        LRP(model, canonizers=[]).attribute(x, target=1)
+    # traced, DenseNet's functional relu/pooling get rules: finite relevance, no refusal
+    assert torch.isfinite(LRP(model).attribute(x, target=1)).all()
 
 
 def test_rule_set_name_map_typo_and_container_are_refused():

@@ -120,7 +120,8 @@ def modified_backward(method: Attribution) -> Iterator[ForwardFn]:
             def run(*args: Any, **kwargs: Any) -> Any:
                 return forward(*args, **kwargs)
 
-            run.module = view  # type: ignore[attr-defined]
+            # the module the forward actually runs (a mechanism may run a traced copy)
+            run.module = getattr(forward, "module", view)  # type: ignore[attr-defined]
             yield run
 
 

@@ -281,10 +281,11 @@ def check_targets(
     for item in per_sample:
         index = item if isinstance(item, tuple) else (item,)
         dims = output.shape[1:]
-        if len(index) > len(dims):
+        if len(index) > len(dims) or (isinstance(item, tuple) and len(index) != len(dims)):
             raise ValueError(
-                f"target {item!r} has {len(index)} indices but the output has only "
-                f"{len(dims)} non-batch axes (shape {tuple(output.shape)})."
+                f"target {item!r} does not index an output of shape {tuple(dims)} per sample: "
+                f"it has {len(index)} indices for {len(dims)} non-batch axes; a tuple target "
+                "needs one in-range index per output dimension after the batch."
             )
         for position, (value, size) in enumerate(zip(index, dims)):
             if not -size <= value < size:

@@ -453,4 +453,5 @@ def _rule_set_backward(method: LRP) -> Iterator[Any]:
             with torch.enable_grad():
                 return model(*inputs, **kwargs)
 
+        forward.module = model  # type: ignore[attr-defined]
         yield forward
