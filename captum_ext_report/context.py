@@ -16,8 +16,12 @@ class Section:
     """One section of the report: the paper's claim, what this run found, and the evidence.
 
     ``confirmed`` is ``True``/``False`` when the run tests a claim, ``None`` when it only shows.
-    ``figures`` are paths relative to the report folder; ``tables`` are Markdown pipe tables;
-    ``numbers`` go verbatim into ``results.json``.
+    ``verdict`` (a :class:`captum_ext_report.verdicts.Claim`), when set, decides the outcome
+    (confirmed / partly confirmed / not confirmed) from pre-registered criteria and overrides
+    ``confirmed``. ``figures`` are paths relative to the report folder, ``captions`` (same
+    order, optional) say what to look at; ``tables`` are Markdown pipe tables; ``numbers`` go
+    verbatim into ``results.json``; ``skipped`` lists "what: reason" for parts that do not
+    apply to the model under study.
     """
 
     key: str
@@ -30,6 +34,13 @@ class Section:
     numbers: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
+    verdict: Any = None
+    captions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.verdict is not None:
+            self.confirmed = self.verdict.decide().confirmed
 
 
 @dataclass

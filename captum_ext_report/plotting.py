@@ -120,13 +120,14 @@ def line_plot(
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown pipe table; floats get 4 significant digits."""
+    """A Markdown pipe table; floats get 4 significant digits, ``|`` in cells is escaped."""
 
     def cell(value: object) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
-        return str(value)
+        # a literal bar (|x|, ‖·‖ written with bars) would split the cell: escape it
+        return str(value).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
