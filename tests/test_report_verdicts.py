@@ -108,3 +108,52 @@ def test_html_has_doctype_summary_anchors_and_escaped_bar_headers(tmp_path):
     assert page.startswith("<!DOCTYPE html>")
     assert "href='#sec-csc'" in page and "id='sec-csc'" in page
     assert "partly confirmed" in page and "pre-registered criterion" in page
+
+
+def _csc_medians(**changes: float) -> dict[str, float]:
+    from captum_ext_report.sections import csc
+
+    medians = {name: 0.999 for name in csc.CONVERGING}
+    medians.update({name: 0.5 for name in csc.NOT_CONVERGING})
+    medians.update(changes)
+    return medians
+
+
+def test_csc_claim_judges_every_converging_method():
+    from captum_ext_report.sections.csc import build_claim
+
+    baselines = {"Gradient": 0.12}
+    assert build_claim(_csc_medians(), baselines, {}).decide().outcome == CONFIRMED
+    partly = build_claim(_csc_medians(GuidedBackprop=0.968), baselines, {}).decide()
+    assert partly.outcome == PARTLY and [c.subject for c in partly.deviations] == ["GuidedBackprop"]
+    worse = build_claim(_csc_medians(**{"LRP-α1β0": 0.95}), baselines, {}).decide()
+    assert worse.outcome == NOT_CONFIRMED
+    chance = build_claim(_csc_medians(), {"Gradient": 0.7}, {}).decide()
+    assert chance.outcome == NOT_CONFIRMED and "negative control" in chance.reason
+    skipped = build_claim({"Gradient": 0.5}, baselines, {"LRP-α1β0": "no rule for Add"})
+    assert skipped.decide().outcome == CONFIRMED  # only what ran is judged, skips are listed
+    assert any(c.skipped == "no rule for Add" for c in skipped.criteria)
+
+
+def test_convergence_claim_reads_the_measured_constants():
+    from captum_ext_report.sections.convergence import EPSILON, build_claim
+
+    eps = f"LRP-ε (ε={EPSILON})"
+    scaling = {
+        "scale/Gradient": [10.0, 1.0, 10.0, 1.0],
+        "per-neuron/Gradient": [1.0, 1.0, 3.0, 3.0],
+        f"scale/{eps}": [9.0, 0.9, 5.0, 0.5],
+        f"per-neuron/{eps}": [1.0, 1.0, 2.0, 2.0],
+        "scale/LRP-α2β1": [10.0, 1.0, 10.0, 1.0],
+        "per-neuron/LRP-α2β1": [1.0, 1.0, 1.0, 1.0],
+    }
+    ratios = {"Gradient": 1e-3, eps: 1e-6, "LRP-α2β1": 1e-2}
+    verdict = build_claim(ratios, {"scaling": scaling}, None).decide()
+    # the gradient's measured constant cannot move under a function-preserving rescaling
+    assert verdict.outcome == PARTLY
+    assert [c.subject for c in verdict.deviations] == ["Gradient"]
+    scaling["per-neuron/LRP-α2β1"] = [1.0, 1.3, 1.0, 1.0]
+    assert build_claim(ratios, {"scaling": scaling}, None).decide().outcome == NOT_CONFIRMED
+    assert build_claim({"Gradient": 2.0}, {"scaling": {}}, "n/a").decide().outcome == (
+        NOT_CONFIRMED
+    )
