@@ -84,8 +84,15 @@ def _table_html(table: str) -> str:
     rows = [r for r in rows if not set("".join(r)) <= set("-: ")]
     head, body = rows[0], rows[1:]
     out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
+    status = {"pass": "ok", "fail": "bad", "inconclusive": "partly", "skipped": "na"}
+
+    def cell(c: str) -> str:
+        css = status.get(c.strip())
+        return f"<td class='{css}'>" if css else "<td>"
+
     out += [
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body
+        "<tr>" + "".join(f"{cell(c)}{html.escape(c.strip())}</td>" for c in r) + "</tr>"
+        for r in body
     ]
     return "\n".join(out) + "</table>"
 

@@ -121,9 +121,9 @@ CLAIM = (
     "how fast means over noise or augmentations converge; LRP-β's constants do not depend on "
     "the weight norms, the gradient's and LRP-ε's do. Tested: the analytic bounds hold "
     "(measured B ≤ analytic), and under rescalings of the dense hidden layer (s = 10: f ↦ s·f; "
-    "and function-preserving per-neuron rescaling) the *measured* relative constants of "
+    "and function-preserving per-neuron rescaling) the measured relative constants of "
     "LRP-α2β1 stay, LRP-ε's move, and the gradient's analytic bound moves -- and whether the "
-    "gradient's *measured* constant moves too."
+    "gradient's measured constant moves too."
 )
 TOL = 1e-2
 

@@ -232,7 +232,7 @@ def run(ctx: ReportContext) -> Section:
         f"{len(measured)} rule sets compared with zennit in float64: max relative error "
         f"{worst:.1e}. Mean cosine between the maps of the predicted and the runner-up class: "
         f"Alpha1Beta0 {c('Alpha1Beta0')}, DeepTaylor {c('DeepTaylor (z^B)')}, EpsilonPlus "
-        f"{c('EpsilonPlus')}, LRP-ε {c('Epsilon (LRP-ε)')}. EpsilonPlus is *not* "
+        f"{c('EpsilonPlus')}, LRP-ε {c('Epsilon (LRP-ε)')}. EpsilonPlus is not "
         "class-insensitive: its dense layers use ε, whose relevance vectors do not converge and "
         "can still rescale regions by class, as Sixt et al. (2020) say of LRP_CMP. The LRPCMP "
         "(α1β0) row repeats EpsilonPlus in every column because it is the same rule set (α1β0 "
@@ -260,8 +260,8 @@ def run(ctx: ReportContext) -> Section:
         figures=[ctx.relative(figure)],
         captions=[
             "Relevance of each rule set for the predicted class (red positive, blue negative). "
-            "z⁺-type rules (Alpha1Beta0, DeepTaylor) give dense, edge-like maps; compare how "
-            "much LRP-ε differs."
+            "Compare how much LRP-ε and the ε-on-dense rule sets differ from the z⁺-type "
+            "rules (Alpha1Beta0, DeepTaylor)."
         ],
         tables=[table],
         numbers=numbers,
