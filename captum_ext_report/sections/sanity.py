@@ -147,6 +147,14 @@ def run(ctx: ReportContext) -> Section:
     logit, cascades, rows, skipped = {}, {}, {}, {}
     methods = method_factories(ctx, patterns=True, refit=True)
     layers: list[str] = []
+    cascade_layers = None
+    if ctx.quick:  # a smoke run randomises only the last three layers (all of them otherwise)
+        import copy
+
+        from quantus_metrics.randomisation import parameterised_layers
+
+        executed = parameterised_layers(copy.deepcopy(ctx.model), images[:1], False)
+        cascade_layers = executed[-3:]
     for offset, (name, (factory, reduction)) in enumerate(methods.items()):
         explain = explain_func_from(factory)
         options = {"channel_reduction": reduction, "seed": ctx.seed + offset}
@@ -156,7 +164,9 @@ def run(ctx: ReportContext) -> Section:
                 metric = RandomLogitSSIM(n_resamples=resamples, data_range=data_range, **options)
                 metric(model=ctx.model, x_batch=x, y_batch=y, explain_func=explain)
                 ranges[data_range] = metric
-            cascade = ModelRandomisationSSIM(n_resamples=resamples, **options)
+            cascade = ModelRandomisationSSIM(
+                n_resamples=resamples, layers=cascade_layers, **options
+            )
             scores = cascade(model=ctx.model, x_batch=x, y_batch=y, explain_func=explain)
         except (TypeError, ValueError, RuntimeError, NotImplementedError, ArithmeticError) as err:
             skipped[name] = f"{type(err).__name__}: {str(err)[:160]}"
