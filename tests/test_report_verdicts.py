@@ -157,3 +157,37 @@ def test_convergence_claim_reads_the_measured_constants():
     assert build_claim({"Gradient": 2.0}, {"scaling": {}}, "n/a").decide().outcome == (
         NOT_CONFIRMED
     )
+
+
+def test_sanity_refits_patterns_on_a_randomised_model():
+    """Reused patterns make PatternNet blind to a randomised last layer; re-fitted ones do not."""
+    import copy
+
+    import torch
+
+    from captum_ext.zoo import Seed001CNN
+    from captum_ext_report.context import ReportContext
+    from captum_ext_report.sections.csc import method_factories
+
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Seed001CNN().eval()
+    images = torch.rand((32, 1, 32, 32), generator=gen)
+    ctx = ReportContext(
+        out_dir=None, model=model, images=images, labels=torch.zeros(32, dtype=torch.long),
+        bounds=(torch.zeros(1), torch.ones(1)), quick=True, methods=["PatternNet"],
+    )  # fmt: skip
+    randomised = copy.deepcopy(model)
+    with torch.no_grad():
+        last = randomised.classifier[-1]
+        last.weight.copy_(torch.randn(last.weight.shape, generator=gen))
+    x, target = images[:4], torch.tensor([1, 2, 3, 4])
+
+    def maps(refit: bool, net: torch.nn.Module) -> torch.Tensor:
+        factory = method_factories(ctx, refit=refit)["PatternNet"][0]
+        return factory(net).attribute(x, target=target).detach()
+
+    original = maps(False, model)
+    assert torch.equal(maps(False, randomised), original)  # the test that could not fail
+    assert not torch.allclose(maps(True, randomised), original, atol=1e-6)

@@ -204,12 +204,14 @@ def run(ctx: ReportContext) -> Section:
         finding += f" Independent noise maps score {control:.3f} (negative control)."
     if pattern:
         finding += (
-            " PatternNet/PatternAttribution are re-fitted on every randomised model (reusing "
-            "the original patterns would carry the original model into the randomised one): "
+            " PatternNet/PatternAttribution are re-fitted on every randomised model: "
             + ", ".join(f"{n} {rows[n][3]:.3f}" for n in pattern)
-            + " after randomising the last layer. A drop of PatternAttribution below "
-            "PatternNet is expected: its map multiplies the patterns by the (randomised) "
-            "weights, so the randomised layer enters twice."
+            + " after randomising the last layer. Reusing the original model's patterns made "
+            "PatternNet unable to fail this test: its backward pass reads only the patterns "
+            "(and the ReLU gates below the randomised layer), never the randomised weights, so "
+            "its map could not change. PatternAttribution back-propagates through weights × "
+            "patterns, so the randomised weights enter its map even with old patterns; with "
+            "re-fitted patterns both react, and how far each drops is the finding."
         )
     finding += (
         " With data range 1 (the normalised maps' own range) random-logit SSIM is lower: "
