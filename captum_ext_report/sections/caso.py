@@ -96,6 +96,7 @@ def _spearman_ci(a: np.ndarray, b: np.ndarray, seed: int, n: int = 1000) -> tupl
 def run(ctx: ReportContext) -> Section:
     n = ctx.size(64, 16)
     images = ctx.images[:n]
+    n = len(images)  # fewer when the user gives fewer images
     model = ctx.model
     with torch.no_grad():
         p_max = model(images).softmax(1).amax(1).double().cpu().numpy()

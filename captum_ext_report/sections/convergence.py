@@ -202,6 +202,7 @@ def _has_dense_hidden(model: nn.Module) -> bool:
 def run(ctx: ReportContext) -> Section:
     n = ctx.size(3, 1)
     x = ctx.images[:n]
+    n = len(x)
     with torch.no_grad():
         y = ctx.model(x).argmax(1)
     grid = (1, 2, 4, 8, 16) if not ctx.quick else (1, 2)
