@@ -164,13 +164,13 @@ def run(ctx: ReportContext) -> Section:
         torch.nn.Flatten, torch.nn.Dropout, torch.nn.Identity,
     )  # fmt: skip
     leaves = [m for m in ctx.model.modules() if not list(m.children())]
-    other = sorted({type(m).__name__ for m in leaves if not isinstance(m, plain)})
+    needs_canonizer = sorted({type(m).__name__ for m in leaves if not isinstance(m, plain)})
     zennit_skip = None
-    if other:
+    if needs_canonizer:
         # zennit's composites without canonizers treat these layers differently (e.g.
         # BatchNorm as pass-through): a difference would not be a bug of either side
         zennit_skip = (
-            f"zennit comparison not run: the model has {', '.join(other)} layers, which "
+            f"zennit comparison not run: the model has {', '.join(needs_canonizer)} layers, which "
             "zennit's plain composites need canonizers for"
         )
         zennit = {}
