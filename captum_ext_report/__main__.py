@@ -46,6 +46,81 @@ def _load_folder(folder: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise SystemExit(f"{what}: {text!r} is not a comma-separated list of numbers.") from err
+
+
+def _pair(spec: str, what: str, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``"a,b"`` (one value each for all channels) or ``"a1,a2,a3;b1,b2,b3"`` (per channel)."""
+    groups = spec.replace(":", ";").split(";")
+    if len(groups) == 1:
+        values = _floats(groups[0], what)
+        if len(values) != 2:
+            raise SystemExit(f"{what} must be 'a,b' or 'a1,…,aC;b1,…,bC', got {spec!r}.")
+        first, second = [values[0]] * channels, [values[1]] * channels
+    elif len(groups) == 2:
+        first, second = _floats(groups[0], what), _floats(groups[1], what)
+        if len(first) != channels or len(second) != channels:
+            raise SystemExit(
+                f"{what} {spec!r} gives {len(first)}/{len(second)} values for {channels} channels."
+            )
+    else:
+        raise SystemExit(f"{what} must be 'a,b' or 'a1,…,aC;b1,…,bC', got {spec!r}.")
+    return torch.tensor(first), torch.tensor(second)
+
+
+def _normalization(spec: str | None, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if spec is None:
+        return None
+    if spec.lower() == "imagenet":
+        if channels != 3:
+            raise SystemExit(f"--normalize imagenet needs 3-channel images, got {channels}.")
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    else:
+        mean, std = _pair(spec, "--normalize", channels)
+    if not bool((std > 0).all()):
+        raise SystemExit(f"--normalize std must be > 0, got {std.tolist()}.")
+    return mean, std
+
+
+def _user_workload(args: argparse.Namespace):
+    """Images (normalised if asked), labels or None, and per-channel bounds from the CLI."""
+    labels = None
+    if Path(args.data).is_dir():
+        images = _load_folder(Path(args.data), args.image_size)
+    else:
+        loaded = _load_callable(args.data, "data")()
+        images, labels = loaded if isinstance(loaded, tuple) else (loaded, None)
+        images = torch.as_tensor(images, dtype=torch.float32)
+    if images.dim() != 4:
+        raise SystemExit(f"--data must give (N, C, H, W) images, got shape {tuple(images.shape)}.")
+    channels = images.shape[1]
+    norm = _normalization(args.normalize, channels)
+    if args.bounds:
+        low, high = _pair(args.bounds, "--bounds", channels)
+    elif norm is not None:  # raw images in [0, 1], as folders are read
+        low, high = torch.zeros(channels), torch.ones(channels)
+    else:
+        low = images.transpose(0, 1).flatten(1).amin(1)
+        high = images.transpose(0, 1).flatten(1).amax(1)
+    if norm is not None:
+        mean, std = norm
+        shape = (1, channels, 1, 1)
+        images = (images - mean.view(shape)) / std.view(shape)
+        if not args.bounds or args.bounds_raw:
+            low, high = (low - mean) / std, (high - mean) / std
+    if not bool((low < high).all()):
+        raise SystemExit(f"--bounds low must be < high per channel, got {low}, {high}.")
+    return images, labels, (low, high)
+
+
 def build_context(args: argparse.Namespace) -> ReportContext:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -55,6 +130,7 @@ def build_context(args: argparse.Namespace) -> ReportContext:
         raise SystemExit(f"--out {out} is a file; give a folder.")
     n_images = args.n_images or (16 if args.quick else 64)
 
+    fit_data, default = None, args.model is None
     if args.model is None:
         from captum_ext.zoo import DigitsDataset, train_digits_cnn
 
@@ -63,8 +139,9 @@ def build_context(args: argparse.Namespace) -> ReportContext:
         )
         test = DigitsDataset("test")
         images, labels = test.tensors()
+        fit_data = DigitsDataset("train").tensors()[0]
         bounds = test.bounds
-        model, name, accuracy = result.model, "seed-001 CNN on digits", result.test_accuracy
+        model, name, accuracy = result.model, "small CNN on 8×8 digits", result.test_accuracy
         origin = "cache" if result.from_cache else "trained"
         print(f"digits CNN: {100 * accuracy:.1f} % test accuracy ({origin})")
     else:
@@ -77,24 +154,15 @@ def build_context(args: argparse.Namespace) -> ReportContext:
             model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
         if args.data is None:
             raise SystemExit("--model needs --data (a folder of images or 'module:callable').")
-        name, accuracy, labels = args.model, None, None
-        if Path(args.data).is_dir():
-            images = _load_folder(Path(args.data), args.image_size)
-        else:
-            loaded = _load_callable(args.data, "data")()
-            images, labels = loaded if isinstance(loaded, tuple) else (loaded, None)
-        if args.bounds:
-            low, high = (float(v) for v in args.bounds.split(","))
-        else:
-            low, high = float(images.min()), float(images.max())
-        if not low < high:
-            raise SystemExit(f"--bounds low must be < high, got {low}, {high}.")
-        channels = images.shape[1]
-        bounds = (torch.full((channels,), low), torch.full((channels,), high))
+        name, accuracy = args.model, None
+        images, labels, bounds = _user_workload(args)
         model.eval()
-        if labels is None:
-            with torch.no_grad():
-                labels = model(images[:n_images]).argmax(1)
+        images = images[:n_images]
+        with torch.no_grad():
+            predicted = model(images).argmax(1)
+        # no label given (or -1: an unlabelled image): explain the model's own prediction
+        labels = predicted if labels is None else torch.as_tensor(labels)[:n_images].long()
+        labels = torch.where(labels < 0, predicted, labels)
     model = model.to(device).eval()
     return ReportContext(
         out_dir=out,
@@ -110,6 +178,8 @@ def build_context(args: argparse.Namespace) -> ReportContext:
         seed=args.seed,
         methods=args.methods.split(",") if args.methods else None,
         metrics=args.metrics.split(",") if args.metrics else None,
+        fit_data=fit_data,
+        extra={"default_model": default},
     )
 
 
@@ -129,7 +199,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", default=None, help="state_dict file for --model")
     parser.add_argument("--data", default=None, help="folder of images or 'module:callable'")
     parser.add_argument("--image-size", type=int, default=224, help="resize for --data folders")
-    parser.add_argument("--bounds", default=None, help="'low,high' value bounds of the data")
+    parser.add_argument(
+        "--bounds",
+        default=None,
+        help="value bounds of the data fed to the model: 'low,high' for every channel or "
+        "'l1,l2,l3;h1,h2,h3' per channel (default: the data's per-channel min/max; with "
+        "--normalize, [0, 1] mapped through the normalisation)",
+    )
+    parser.add_argument(
+        "--normalize",
+        default=None,
+        help="normalise the loaded images as (x − mean)/std: 'imagenet', 'mean,std' or "
+        "'m1,m2,m3;s1,s2,s3'",
+    )
+    parser.add_argument(
+        "--bounds-raw",
+        action="store_true",
+        help="--bounds are given for the raw images (before --normalize) and are mapped too",
+    )
     parser.add_argument("--cache-dir", default=None, help="weight cache folder")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)

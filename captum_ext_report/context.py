@@ -16,8 +16,12 @@ class Section:
     """One section of the report: the paper's claim, what this run found, and the evidence.
 
     ``confirmed`` is ``True``/``False`` when the run tests a claim, ``None`` when it only shows.
-    ``figures`` are paths relative to the report folder; ``tables`` are Markdown pipe tables;
-    ``numbers`` go verbatim into ``results.json``.
+    ``verdict`` (a :class:`captum_ext_report.verdicts.Claim`), when set, decides the outcome
+    (confirmed / partly confirmed / not confirmed) from pre-registered criteria and overrides
+    ``confirmed``. ``figures`` are paths relative to the report folder, ``captions`` (same
+    order, optional) say what to look at; ``tables`` are Markdown pipe tables; ``numbers`` go
+    verbatim into ``results.json``; ``skipped`` lists "what: reason" for parts that do not
+    apply to the model under study.
     """
 
     key: str
@@ -30,6 +34,13 @@ class Section:
     numbers: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
+    verdict: Any = None
+    captions: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.verdict is not None:
+            self.confirmed = self.verdict.decide().confirmed
 
 
 @dataclass
@@ -41,9 +52,12 @@ class ReportContext:
     out_dir : Path
         Report folder; figures go to ``out_dir / "figures"`` (see :meth:`figure_path`).
     model : nn.Module
-        The classifier under study (default: the seed-001 CNN trained on digits), eval mode.
+        The classifier under study, eval mode (default: the small CNN of Sixt et al. 2020
+        trained on digits).
     images, labels : torch.Tensor
         Test images ``(N, C, H, W)`` on ``device`` and their labels.
+    fit_data : torch.Tensor, optional
+        Training images for methods that fit statistics (PatternNet); ``None``: ``images``.
     bounds : tuple of torch.Tensor
         Per-channel ``(low, high)`` value bounds of ``images``.
     quick : bool
@@ -55,7 +69,7 @@ class ReportContext:
     images: torch.Tensor
     labels: torch.Tensor
     bounds: tuple[torch.Tensor, torch.Tensor]
-    model_name: str = "seed-001 CNN on digits"
+    model_name: str = "small CNN on 8×8 digits"
     accuracy: float | None = None
     quick: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -63,7 +77,20 @@ class ReportContext:
     seed: int = 0
     methods: list[str] | None = None
     metrics: list[str] | None = None
+    fit_data: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pattern_data(self) -> torch.Tensor:
+        """Images PatternNet/PatternAttribution fit on: ``fit_data`` (a training split) if
+        given, else the report's own images."""
+        data = self.fit_data if self.fit_data is not None else self.images
+        return data.to(self.device)
+
+    @property
+    def is_default_model(self) -> bool:
+        """Whether the report runs on its bundled small CNN (not a user's ``--model``)."""
+        return bool(self.extra.get("default_model", False))
 
     @property
     def n_show(self) -> int:

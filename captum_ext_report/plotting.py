@@ -98,7 +98,12 @@ def line_plot(
     fig, ax = plt.subplots(figsize=(6, 3.6))
     positions = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x, dtype=float)
     for name, values in curves.items():
-        ax.plot(positions, values, marker="o", markersize=3, label=name)
+        # a fitted law ("C·√…", "fit") is drawn dashed, measurements solid with markers
+        fitted = "C·√" in name or name.endswith("fit")
+        style = {"linestyle": "--"} if fitted else {"marker": "o", "markersize": 3}
+        if isinstance(x[0], str):  # categories have no order between them: no joining line
+            style = {"marker": "o", "markersize": 5, "linestyle": "none"}
+        ax.plot(positions, values, label=name, **style)
         if bands and name in bands:
             low, high = bands[name]
             ax.fill_between(positions, low, high, alpha=0.2)
@@ -111,22 +116,24 @@ def line_plot(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    # outside the axes, so that the legend never covers a curve
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown pipe table; floats get 4 significant digits."""
+    """A Markdown pipe table; floats get 4 significant digits, ``|`` in cells is escaped."""
 
     def cell(value: object) -> str:
         if isinstance(value, float):
             return f"{value:.4g}"
-        return str(value)
+        # a literal bar (|x|, ‖·‖ written with bars) would split the cell: escape it
+        return str(value).replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)

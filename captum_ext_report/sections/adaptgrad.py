@@ -1,4 +1,4 @@
-"""Seed 003: AdaptGrad's data-adapted noise against SmoothGrad's inherent noise."""
+"""AdaptGrad (Zhou et al. 2025): data-adapted noise against SmoothGrad's inherent noise."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from captum_ext.noise.adaptgrad import (
 from captum_ext.zoo import imagenet_bounds, torchvision_model
 from captum_ext_report.context import ReportContext, Section
 from captum_ext_report.plotting import _pyplot, heatmap_grid, line_plot, markdown_table
+from captum_ext_report.verdicts import Claim, Criterion, bootstrap_ci
 
 ORDER = 30
 KEY = "adaptgrad"
@@ -51,13 +52,13 @@ def _figure3(ctx: ReportContext) -> tuple[dict[str, float], str]:
         {f"{k} (mean {means[k]:.4f})": v[::every].tolist() for k, v in curves.items()},
         xlabel="feature value x_i (ImageNet-normalised range [−2.12, 2.64])",
         ylabel="out-of-bounds probability A_i",
-        title="Inherent noise per feature (seed 003, Figure 3 setting)",
+        title="Inherent noise per feature (Figure 3 setting)",
     )
     return means, ctx.relative(path)
 
 
 def _methods(model: nn.Module, bounds, samples: int, steps: int, seed: int) -> dict[str, Explain]:
-    """Grad / SG / AG and the GI, IG(B), IG(W) families (seed 003, Table 2 naming)."""
+    """Grad / SG / AG and the GI, IG(B), IG(W) families (Zhou et al. 2025, Table 2 naming)."""
     sigma = smoothgrad_std(bounds)
     low, high = bounds
 
@@ -117,8 +118,8 @@ def _noise_rows(name: str, images: torch.Tensor, bounds, gen: torch.Generator) -
     return rows
 
 
-def _sparseness(maps: dict[str, torch.Tensor], model, images, labels) -> dict[str, float]:
-    """Quantus Sparseness (Chalasani et al.; Gini of |a|, higher is sparser), mean per method."""
+def _sparseness(maps: dict[str, torch.Tensor], model, images, labels) -> dict[str, np.ndarray]:
+    """Quantus Sparseness (Chalasani et al.; Gini of |a|, higher is sparser), per image."""
     import quantus
 
     metric = quantus.Sparseness(disable_warnings=True, display_progressbar=False)
@@ -134,7 +135,7 @@ def _sparseness(maps: dict[str, torch.Tensor], model, images, labels) -> dict[st
                 a_batch=a.cpu().numpy(),
                 device=str(images.device),
             )
-        out[name] = float(np.mean(scores))
+        out[name] = np.asarray(scores, dtype=np.float64)
     return out
 
 
@@ -164,7 +165,7 @@ def run(ctx: ReportContext) -> Section:
     gen = ctx.generator(30)
     samples, steps = ctx.size(16, 4), ctx.size(16, 6)
 
-    digits = ctx.images[: ctx.n_show]
+    digits = ctx.images[: ctx.size(8, 4)]  # the report's own images (any model)
     with torch.no_grad():
         digit_target = ctx.model(digits).argmax(1)
     digit_maps = {
@@ -176,9 +177,9 @@ def run(ctx: ReportContext) -> Section:
         ctx.relative(
             heatmap_grid(
                 ctx.figure_path("adaptgrad_digits"),
-                digits,
-                digit_maps,
-                title="Digits CNN: Grad/SG/AG, GI/S-GI/A-GI, IG(B)/A-IG(B), IG(W)/A-IG(W)",
+                digits[: ctx.n_show],
+                {k: v[: ctx.n_show] for k, v in digit_maps.items()},
+                title="Grad/SG/AG, GI/S-GI/A-GI, IG(B)/A-IG(B), IG(W)/A-IG(W)",
             )
         )
     )
@@ -203,55 +204,55 @@ def run(ctx: ReportContext) -> Section:
         )
     )
 
-    noise_rows = _noise_rows("digits", digits, ctx.bounds, gen)
+    noise_rows = _noise_rows("report images", digits, ctx.bounds, gen)
     noise_rows += _noise_rows("photos", photos, photo_bounds, gen)
     figures.append(_bars(ctx, noise_rows))
 
-    sparse = _sparseness(digit_maps, ctx.model, digits, digit_target)
-    pairs = [("Grad", "SG", "AG"), ("GI", "S-GI", "A-GI")]
-    ag_sparser = sum(sparse[a] > sparse[s] for _, s, a in pairs)
-
+    per_image = _sparseness(digit_maps, ctx.model, digits, digit_target)
+    sparse = {k: float(v.mean()) for k, v in per_image.items()}
     by = {(r[0], r[1]): r for r in noise_rows}
-    ag_below = all(
-        by[(d, "AG c=0.95 (code κ)")][2] < by[(d, "SG α=0.2")][2]
-        and by[(d, "AG c=0.95 (code κ)")][2] <= 0.05
-        for d in ("digits", "photos")
-    )
-    confirmed = bool(ag_below and oracle_error < 1e-5)
+    claim = build_claim(means, oracle_error, by, per_image, len(digits), ctx.seed)
+    verdict = claim.decide()
     oracle_table = markdown_table(
-        ["setting", "paper prints", "oracle (methods.md)", "this run", "|error|"],
+        ["setting", "paper prints", "closed-form oracle", "this run", "|error|"],
         [[k, PAPER[k], ORACLE[k], means[k], abs(means[k] - ORACLE[k])] for k in ORACLE],
     )
     noise_table = markdown_table(
         ["images", "noise", "analytic A", "empirical A"], [list(r) for r in noise_rows]
     )
     sparse_table = markdown_table(
-        ["method", "Sparseness (digits, ↑)"], [[k, v] for k, v in sparse.items()]
+        ["method", "Sparseness (↑), mean over images"], [[k, v] for k, v in sparse.items()]
     )
-    sg_digits = by[("digits", "SG α=0.2")][2]
-    ag_digits = by[("digits", "AG c=0.95 (code κ)")][2]
-    sg_photos = by[("photos", "SG α=0.2")][2]
-    ag_photos = by[("photos", "AG c=0.95 (code κ)")][2]
+    sg_digits = by[("report images", "SG α=0.2")][3]
+    ag_digits = by[("report images", "AG c=0.95 (code κ)")][3]
+    sg_photos = by[("photos", "SG α=0.2")][3]
+    ag_photos = by[("photos", "AG c=0.95 (code κ)")][3]
     return Section(
         key=KEY,
-        title="AdaptGrad: smoothing without inherent noise (seed 003)",
-        claim=(
-            "SmoothGrad's isotropic noise (σ = 0.2·range) sends ~16 % of the sampled feature "
-            "values outside the data range (Figure 3: 0.1596); AdaptGrad's per-feature σ "
-            "(eq. 13, c = 0.95) keeps the inherent noise below 1 − c, and its maps are sparser "
-            "(Table 2, Sparseness)."
-        ),
+        title="AdaptGrad: smoothing without inherent noise (Zhou et al. 2025)",
+        claim=CLAIM,
         finding=(
             f"Figure-3 oracle reproduced to {oracle_error:.1e} (SG {means['SG α=0.2']:.6f}, "
             f"AG {means['AG c=0.95 (code κ)']:.6f} with the code's κ, "
-            f"{means['AG c=0.95 (eq. 13 κ)']:.6f} with eq. 13's; the paper's 0.01424 matches "
-            f"neither). Inherent noise on the digits: SG {sg_digits:.3f} vs AG {ag_digits:.3f}; "
-            f"on the photos: SG {sg_photos:.3f} vs AG {ag_photos:.3f}. Sparseness: AdaptGrad "
-            f"beats SmoothGrad in {ag_sparser} of {len(pairs)} method pairs on the digits "
-            f"(a small sample; Table 2 used ImageNet models)."
+            f"{means['AG c=0.95 (eq. 13 κ)']:.6f} with eq. 13's; the paper prints 0.01424, "
+            f"which matches neither). Measured inherent noise (noise actually drawn, 32 draws "
+            f"per feature) on the report's images: SG {sg_digits:.3f} vs AG {ag_digits:.3f}; on "
+            f"the photos: SG {sg_photos:.3f} vs AG {ag_photos:.3f}. Sparseness (mean over "
+            f"{len(digits)} images): "
+            + ", ".join(f"{k} {v:.4f}" for k, v in sparse.items())
+            + ". Table 2 of the paper used ImageNet VGG16/ResNet50/InceptionV3; this is a "
+            f"small sample on {ctx.model_name}. Verdict: {verdict.outcome}."
         ),
-        confirmed=confirmed,
+        verdict=claim,
         figures=figures,
+        captions=[
+            "Inherent noise A(x) per feature over the paper's Figure-3 range: SmoothGrad's "
+            "noise leaves the data range near the bounds, AdaptGrad's stays at ≤ 1 − c.",
+            "Maps of each family on the model under study (columns in pairs: base, SmoothGrad, "
+            "AdaptGrad).",
+            "Random-init resnet18 on scikit-image photos (ImageNet-normalised).",
+            "Analytic vs measured fraction of noisy features out of bounds; grey line: 1 − c.",
+        ],
         tables=[oracle_table, noise_table, sparse_table],
         numbers={
             "figure3_means": means,
@@ -260,7 +261,51 @@ def run(ctx: ReportContext) -> Section:
                 {"images": r[0], "noise": r[1], "analytic": r[2], "empirical": r[3]}
                 for r in noise_rows
             ],
-            "sparseness_digits": sparse,
+            "sparseness": sparse,
             "nt_samples": samples,
         },
     )
+
+
+CLAIM = (
+    "Zhou et al. (2025, AdaptGrad): SmoothGrad's isotropic noise (σ = 0.2·range) sends ~16 % of "
+    "the sampled feature values outside the data range (Figure 3: 0.1596); AdaptGrad's "
+    "per-feature σ (eq. 13, c = 0.95) keeps this inherent noise below 1 − c (Figure 3: 0.01424), "
+    "and its maps are sparser than SmoothGrad's and than the unsmoothed baselines, with at "
+    "most one exception (Table 2, Sparseness). Measured: the noise AdaptGrad actually draws "
+    "(not the σ it was built from), and Sparseness per image with a 95 % bootstrap CI."
+)
+C_LEVEL = 0.95
+PAPER_AG = 0.01424
+
+
+def build_claim(means, oracle_error, noise, sparse, n_images, seed) -> Claim:
+    """Criteria: Figure-3 oracle, measured inherent noise, printed number, Sparseness pairs."""
+    claim = Claim(CLAIM)
+    claim.add(Criterion("Figure 3", "|our mean − closed-form oracle|", "<", 1e-5, core=True,
+                        value=oracle_error))  # fmt: skip
+    claim.add(Criterion("Figure 3", "|AG mean (code κ) − paper's 0.01424|", "<", 1e-3,
+                        value=abs(means["AG c=0.95 (code κ)"] - PAPER_AG)))  # fmt: skip
+    for label in ("report images", "photos"):
+        sg, ag = noise[(label, "SG α=0.2")], noise[(label, "AG c=0.95 (code κ)")]
+        claim.add(Criterion(f"AG on {label}", "measured out-of-bounds fraction minus SG's", "<",
+                            0.0, core=True, value=ag[3] - sg[3]))  # fmt: skip
+        claim.add(Criterion(f"AG on {label}", "measured out-of-bounds fraction", "<=",
+                            1 - C_LEVEL + 0.005, value=ag[3]))  # fmt: skip
+
+    def paired(better: str, worse: str) -> None:
+        if better not in sparse or worse not in sparse:
+            return
+        diff = sparse[better] - sparse[worse]
+        claim.add(
+            Criterion(
+                better, f"Sparseness minus {worse}'s", ">", 0.0, value=float(diff.mean()),
+                ci=bootstrap_ci(diff, "mean", seed=seed) if n_images > 1 else None,
+            )
+        )  # fmt: skip
+
+    for ag, sg in (("AG", "SG"), ("A-GI", "S-GI")):
+        paired(ag, sg)
+    for ag, base in (("AG", "Grad"), ("A-GI", "GI"), ("A-IG(B)", "IG(B)"), ("A-IG(W)", "IG(W)")):
+        paired(ag, base)
+    return claim

@@ -28,10 +28,14 @@ def run(ctx: ReportContext) -> Section:
         "InputXGradient": lambda x, t: InputXGradient(model).attribute(x, target=t),
         "LRP EpsilonPlus": lambda x, t: LRP(model, rule_set=EpsilonPlus()).attribute(x, target=t),
     }
-    maps, rows = {}, []
+    maps, rows, skipped = {}, [], []
     for name, explain in methods.items():
         start = time.perf_counter()
-        maps[name] = explain(images, target).detach()
+        try:
+            maps[name] = explain(images, target).detach()
+        except (TypeError, ValueError, RuntimeError, NotImplementedError, ArithmeticError) as err:
+            skipped.append(f"{name}: {type(err).__name__}: {str(err)[:160]}")
+            continue
         seconds = time.perf_counter() - start
         rows.append([name, f"{1000 * seconds / len(images):.1f}"])
     figure = heatmap_grid(
@@ -49,9 +53,16 @@ def run(ctx: ReportContext) -> Section:
             "Captum's Saliency, Integrated Gradients and Input×Gradient, and LRP through "
             "captum_ext's Captum-compatible LRP class, run on the workload."
         ),
-        finding=f"The model reaches {accuracy} test accuracy; the heatmaps show the baselines.",
+        finding=(
+            f"The model reaches {accuracy} test accuracy"
+            if ctx.accuracy is not None
+            else "No labelled test set given, so no accuracy"
+        )
+        + "; the heatmaps show the baselines.",
         confirmed=None,
+        skipped=skipped,
         figures=[ctx.relative(figure)],
+        captions=["The images explained and the baseline maps (red positive, blue negative)."],
         tables=[workload, markdown_table(["method", "ms per image"], rows)],
         numbers={"accuracy": ctx.accuracy, "ms_per_image": {r[0]: float(r[1]) for r in rows}},
     )
