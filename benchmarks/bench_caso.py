@@ -1,4 +1,4 @@
-"""CAFO / CASO cost in plain gradients, and the batched λ₁ search vs separate solves (seed 004).
+"""CAFO / CASO cost in plain gradients, and the batched λ₁ search vs separate solves (Singla et al., 2019).
 
 Targets (issue #6): CASO with 10 FISTA iterations ≤ 25 gradients with double-backward HVPs and
 ≤ c + 5 gradients with the closed-form Hessian (c ≤ 100 classes); the λ₁ search with 8 values
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from benchmarks._timing import best_time, print_rows, row
 from captum_ext import CAFO, CASO
-from captum_ext.zoo import Seed001CNN, torchvision_model
+from captum_ext.zoo import SmallCNN, torchvision_model
 
 
 def _gradient(model: torch.nn.Module, x: torch.Tensor) -> None:
@@ -92,14 +92,14 @@ def main(quick: bool = False) -> list[dict]:
     torch.set_num_threads(2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        cnn = Seed001CNN(1, 10).eval()
+        cnn = SmallCNN(1, 10).eval()
     batch = 1 if quick else 8
     x = torch.rand(batch, 1, 32, 32, generator=torch.Generator().manual_seed(0))
     repeats = 1 if quick else 3
-    rows = _workload("seed-001 CNN, 32×32, c=10", cnn, x, 10, repeats)
-    rows += _search("seed-001 CNN, 32×32, c=10", cnn, x, repeats, "closed_form", 2 if quick else 8)
+    rows = _workload("small CNN, 32×32, c=10", cnn, x, 10, repeats)
+    rows += _search("small CNN, 32×32, c=10", cnn, x, repeats, "closed_form", 2 if quick else 8)
     if not quick:
-        rows += _search("seed-001 CNN, 32×32, c=10", cnn, x, repeats, "autograd")
+        rows += _search("small CNN, 32×32, c=10", cnn, x, repeats, "autograd")
     print_rows(rows)  # the small workload first: the 1000-class closed form takes minutes
     if not quick:
         resnet = torchvision_model("resnet18", n_classes=1000, seed=0).eval()

@@ -1,6 +1,6 @@
 """LRP speed: ours vs Captum's LRP and zennit's composites, as ratios to a plain gradient.
 
-torchvision vgg16 and resnet50 (random init), batch 4 at 224×224, CPU, float32 (issue #3).
+torchvision vgg16 and resnet50 (random init), batch 4 at 224×224, CPU, float32 .
 Targets: ours ≤ 2.0× the gradient for EpsilonPlus, ≤ 2.5× for EpsilonGammaBox. zennit is the
 competitor of record (a test-only dependency); Captum's LRP runs with its default ε rules
 (it has no z⁺ or box rules) where it runs at all.

@@ -32,7 +32,7 @@ from captum.attr import Saliency
 from torch import nn
 
 from benchmarks._timing import best_time, print_rows, row
-from captum_ext.zoo import Seed001CNN, torchvision_model
+from captum_ext.zoo import SmallCNN, torchvision_model
 from quantus_metrics.csc import CSC
 from quantus_metrics.explain import explain_func_from
 from quantus_metrics.randomisation import ModelRandomisationSSIM
@@ -60,9 +60,9 @@ def _models(quick: bool) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
                 nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 16 * 16, 10)
             )
             return [("tiny CNN 16×16", tiny.eval(), (1, 16, 16))]
-        cnn = Seed001CNN(1, 10).eval()
+        cnn = SmallCNN(1, 10).eval()
     resnet = torchvision_model("resnet18", 10, seed=0)
-    return [("seed-001 CNN 32×32", cnn, (1, 32, 32)), ("resnet18 64×64", resnet, (3, 64, 64))]
+    return [("small CNN 32×32", cnn, (1, 32, 32)), ("resnet18 64×64", resnet, (3, 64, 64))]
 
 
 def _time_model(

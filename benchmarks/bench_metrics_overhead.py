@@ -16,7 +16,7 @@ from captum.attr import Saliency
 
 from benchmarks._timing import best_time, print_rows, row
 from captum_ext.noise.adaptgrad import SeededNoiseTunnel
-from captum_ext.zoo import Seed001CNN, SmallMLP
+from captum_ext.zoo import SmallCNN, SmallMLP
 from quantus_metrics.convergence import convergence_constants, gaussian_perturbation
 from quantus_metrics.explain import explain_func_from
 from quantus_metrics.inherent_noise import InherentNoise
@@ -33,8 +33,8 @@ def _setup(quick: bool):
             model, x = SmallMLP(64, (32,), 10).eval(), torch.rand(4, 1, 8, 8)
             name = "SmallMLP 64-32-10"
         else:
-            model, x = Seed001CNN(1, 10).eval(), torch.rand(8, 1, 32, 32)
-            name = "Seed001CNN, 8×1×32×32"
+            model, x = SmallCNN(1, 10).eval(), torch.rand(8, 1, 32, 32)
+            name = "SmallCNN, 8×1×32×32"
     with torch.no_grad():
         y = model(x).argmax(1)
     return name, model, x, y

@@ -18,7 +18,7 @@ from captum.attr import GuidedBackprop, Saliency
 
 from benchmarks._timing import best_time, print_rows, row
 from captum_ext import PatternAttribution, PatternNet, RectGrad
-from captum_ext.zoo import DigitsDataset, Seed001CNN, torchvision_model
+from captum_ext.zoo import DigitsDataset, SmallCNN, torchvision_model
 
 TARGET = 1.5
 
@@ -57,7 +57,7 @@ def _attribution_rows(name: str, size: int, batch: int, repeats: int) -> list[di
 def _fit_throughput(n_images: int, repeats: int) -> dict[str, Any]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Seed001CNN(1, 10).eval()
+        model = SmallCNN(1, 10).eval()
     images = DigitsDataset("train").tensors()[0][:n_images]
     seconds = best_time(
         lambda: PatternAttribution(model).fit(images, progress=False, batch_size=64),

@@ -1,7 +1,7 @@
 """AdaptGrad vs Captum's NoiseTunnel (SmoothGrad) on digits: inherent noise and the maps.
 
 Run: ``.venv/bin/python examples/adaptgrad_vs_noisetunnel.py``. It explains four test digits
-with the cached trained CNN, prints the inherent noise (seed 003, eq. 9/10) of SmoothGrad
+with the cached trained CNN, prints the inherent noise (Zhou et al., 2025, eq. 9/10) of SmoothGrad
 (σ = 0.2·range) and AdaptGrad (c = 0.95), analytic and as measured on the actual noisy samples,
 and how much each smoothed map differs from the plain gradient.
 """

@@ -1,4 +1,4 @@
-"""CAFO and CASO (seed 004) on the trained digits CNN: sparse maps with a per-example λ₁.
+"""CAFO and CASO (Singla et al., 2019) on the trained digits CNN: sparse maps with a per-example λ₁.
 
 Run: ``.venv/bin/python examples/cafo_caso.py`` (well under a minute on CPU).
 """

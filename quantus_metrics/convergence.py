@@ -705,7 +705,7 @@ def _theory_values(
 
 
 class ConvergenceConstants(QuantusDefaults):
-    """Quantus metric: convergence constants of an averaged explanation (seed 000).
+    """Quantus metric: convergence constants of an averaged explanation (Binder et al., 2025).
 
     For an explain function and a perturbation (Gaussian noise of absolute σ, AdaptGrad noise,
     or any callable ``(x, generator) -> x'``), each sample gets the empirical component-wise

@@ -62,7 +62,7 @@ def random_baseline(
     Without ``n_samples`` the exact value: ``cos²`` of random directions in ``R^C`` follows
     ``Beta(1/2, (C-1)/2)``, so the median ``|cos|`` is the square root of that median.
     With ``n_samples`` a Monte-Carlo estimate from that many pairs drawn with ``generator``.
-    Seed 001 reports C = 10 → 0.228, 64 → 0.085, 1024 → 0.021.
+    Sixt et al. (2020) reports C = 10 → 0.228, 64 → 0.085, 1024 → 0.021.
     """
     check_positive_int("channels", channels)
     if channels == 1:
@@ -530,7 +530,7 @@ class CSC(QuantusDefaults):
         self.distributions = {k: np.concatenate(v) for k, v in self._pooled.items()}
 
     def layer_medians(self, scores: Sequence[dict[str, float]] | None = None) -> dict[str, float]:
-        """Median ``|cos|`` per layer over all samples, as in Figure 5 of seed 001.
+        """Median ``|cos|`` per layer over all samples, as in Figure 5 of Sixt et al. (2020).
 
         Pooled over all pairs, locations and samples when the distributions were kept
         (``return_distributions=True``, the paper's statistic); otherwise the median of the
@@ -560,7 +560,7 @@ class CSC(QuantusDefaults):
         path_to_save: str | None = None,
         **line_kwargs: Any,
     ) -> Any:
-        """Per-layer median CSC as ``1 − CSC`` on a log axis (Figure 5 of seed 001).
+        """Per-layer median CSC as ``1 − CSC`` on a log axis (Figure 5 of Sixt et al. (2020)).
 
         Layers with a single channel are omitted (their ``|cos|`` is 1 by construction).
 

@@ -3,9 +3,9 @@
 - :class:`ModelRandomisationSSIM`: cascading (Adebayo et al., 2018) or independent randomisation
   of the parameterised layers, from the output to the input in *execution* order, each layer with
   its own seeded generator, always on a deep copy; SSIM between the normalised maps of the
-  original and the randomised model per layer and sample (seed 001, Figure 4b).
+  original and the randomised model per layer and sample (Sixt et al., 2020, Figure 4b).
 - :class:`RandomLogitSSIM`: SSIM between the map explaining the target class and the map of a
-  uniformly drawn other class (seed 001, Figure 4a).
+  uniformly drawn other class (Sixt et al., 2020, Figure 4a).
 
 Both share the map handling of :mod:`quantus_metrics.ssim` (channel reduction, percentile
 normalisation, sign-invariant SSIM computed in torch on the batch) and report seeded 99 %
@@ -259,9 +259,9 @@ _SSIM_PARAMETERS = """
     -----------------------------
     channel_reduction : {"sum", "max_abs"}
         How ``(N, C, H, W)`` explanations become 2-D maps: signed channel sum (LRP, DTD, Pattern,
-        DeepLIFT in seed 001) or maximum absolute value (gradient-like methods).
+        DeepLIFT in Sixt et al. (2020)) or maximum absolute value (gradient-like methods).
     sign_invariant : bool
-        Score ``max(SSIM(n(a), n(b)), SSIM(n(a), n(-b)))`` (seed 001) instead of
+        Score ``max(SSIM(n(a), n(b)), SSIM(n(a), n(-b)))`` (Sixt et al., 2020) instead of
         ``SSIM(n(a), n(b))``.
     win_size, gaussian, sigma, data_range : int, bool, float, float
         SSIM window and dynamic range (:func:`quantus_metrics.ssim.ssim_batch`); ``data_range=2``
@@ -286,7 +286,7 @@ _SSIM_PARAMETERS = """
 
 @_ssim_docs
 class ModelRandomisationSSIM(_SSIMScoring):
-    """Model parameter randomisation test scored with sign-invariant SSIM (seed 001, Fig. 4b).
+    """Model parameter randomisation test scored with sign-invariant SSIM (Sixt et al., 2020, Fig. 4b).
 
     For every parameterised layer, from the output to the input in execution order, the
     layer's parameters are re-drawn (cascading: on top of the layers above; independent: only
@@ -509,7 +509,7 @@ class RandomLogitSSIM(_SSIMScoring):
     """SSIM between the explanation of the target class and of a random other class.
 
     The other class is drawn uniformly from the model's own classes minus the target, with a
-    private seeded generator (seed 001, Figure 4a; Sixt et al. report ≈ 1 for converging
+    private seeded generator (Sixt et al., 2020, Figure 4a; Sixt et al. report ≈ 1 for converging
     methods and 0.4–0.8 for the rest). Each sample's score is one float; lower is better.
 
     Parameters

@@ -1,6 +1,6 @@
 """Batched 2-D SSIM in torch and the map handling of Sixt et al. (2020), "When Explanations Lie".
 
-Seed 001 (section 5) compares saliency maps with SSIM (Wang et al., 2004) after three steps that
+Sixt et al. (2020) (section 5) compares saliency maps with SSIM (Wang et al., 2004) after three steps that
 this module provides as separate functions:
 
 1. :func:`reduce_channels` turns an ``(N, C, H, W)`` attribution into ``(N, H, W)`` maps (max of
@@ -230,7 +230,7 @@ def _ssim_map(
 def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor:
     """Reduce ``(N, C, H, W)`` attributions to ``(N, H, W)`` maps (``(N, H, W)`` passes through).
 
-    ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in seed 001);
+    ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in Sixt et al. (2020));
     ``how="sum"``: signed channel sum (LRP, DTD, PatternAttribution, DeepLIFT).
     """
     if attribution.dim() == 3:
@@ -251,7 +251,7 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
 def percentile_normalise(
     maps: torch.Tensor, low: float = 0.5, high: float = 99.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seed 001's normalisation: the ``high`` percentile → 0, the ``low`` percentile → 1, clipped.
+    """Sixt et al.'s normalisation: the ``high`` percentile → 0, the ``low`` percentile → 1, clipped.
 
     Parameters
     ----------
@@ -287,7 +287,7 @@ def flip_invariant_ssim(
 ) -> torch.Tensor:
     """``max(SSIM(a, b), SSIM(a, flip(b)))`` for maps already normalised into [0, 1].
 
-    For seed 001's normalisation, normalising ``-b`` gives exactly ``1 - n(b)`` (the percentile
+    For Sixt et al.'s normalisation, normalising ``-b`` gives exactly ``1 - n(b)`` (the percentile
     mapping is reversed and clipping is symmetric), so the flip is taken on normalised maps.
     The local moments of ``a`` are filtered once for both orientations
     (:class:`ReferenceSSIM`); the scores equal two :func:`ssim_batch` calls.

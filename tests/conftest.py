@@ -9,7 +9,7 @@ import torch
 
 from captum_ext.zoo import (
     DigitsDataset,
-    Seed001CNN,
+    SmallCNN,
     SmallMLP,
     SmallVGG,
     torchvision_model,
@@ -39,8 +39,8 @@ def mlp(dtype):
 
 @pytest.fixture
 def cnn(dtype):
-    """The seed-001 CNN (random init, 1 channel, 32×32), eval mode, in ``dtype``."""
-    return _seeded(lambda: Seed001CNN(1, 10)).to(dtype).eval()
+    """The small CNN (random init, 1 channel, 32×32), eval mode, in ``dtype``."""
+    return _seeded(lambda: SmallCNN(1, 10)).to(dtype).eval()
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def digits_test() -> DigitsDataset:
 
 @pytest.fixture(scope="session")
 def trained_cnn():
-    """The seed-001 CNN trained on digits (cached across runs in the default cache folder)."""
+    """The small CNN trained on digits (cached across runs in the default cache folder)."""
     return train_digits_cnn(progress=False)
 
 

@@ -1,4 +1,4 @@
-"""AdaptGrad (seed 003): σ, inherent noise, NoiseTunnel contract, reproducibility, errors."""
+"""AdaptGrad (Zhou et al., 2025): σ, inherent noise, NoiseTunnel contract, reproducibility, errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Convergence constants (seed 000 + methods.md §8): bounds, Hoeffding, curve fit, the claim."""
+"""Convergence constants (Binder et al., 2025, + methods.md §8): bounds, Hoeffding, curve fit, the claim."""
 
 from __future__ import annotations
 
@@ -156,7 +156,7 @@ def test_empirical_never_exceeds_theoretical(kind, explain, beta, bias):
 
 
 # --------------------------------------------------------------------------------------------
-# seed 000's claim: LRP-β constants are weight-norm free, the gradient's and LRP-ε's are not
+# Binder et al.'s claim: LRP-β constants are weight-norm free, the gradient's and LRP-ε's are not
 # --------------------------------------------------------------------------------------------
 
 

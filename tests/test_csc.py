@@ -1,4 +1,4 @@
-"""CSC (seed 001, section 5): convergence oracles, random baselines, safety and Quantus fit."""
+"""CSC (Sixt et al., 2020, section 5): convergence oracles, random baselines, safety and Quantus fit."""
 
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def test_zplus_converges_on_dense_relu_stack():
     medians = _layer_medians(result)
     names = list(medians)  # input first, injection layer last
     assert names == ["input", *[str(i) for i in range(2, 15, 2)]]
-    # A few layers below the injection the chain has converged (seed 001: ≥ 0.99).
+    # A few layers below the injection the chain has converged (Sixt et al., 2020: ≥ 0.99).
     for name in names[:-3]:
         assert medians[name] >= 0.99, (name, medians)
     # ...and convergence grows monotonically with depth below the injection layer.

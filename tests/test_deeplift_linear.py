@@ -8,7 +8,7 @@ from captum.attr import DeepLift, NoiseTunnel
 from torch import nn
 
 from captum_ext import DeepLiftAblation, DeepLiftLinear, ModelSnapshot, modified_backward
-from captum_ext.zoo import Seed001CNN
+from captum_ext.zoo import SmallCNN
 from quantus_metrics.csc import cosine_similarity_convergence
 
 D = torch.float64
@@ -138,8 +138,8 @@ def test_rescale_rule_equals_captum_deeplift():
         ).to(D).eval()  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1)
-        seed001 = Seed001CNN(1, 10).to(D).eval()  # max pooling: gradient routing, as Captum
-    cases = ((_mlp([7, 9, 6, 4]), (5, 7)), (cnn, (3, 1, 8, 8)), (seed001, (2, 1, 32, 32)))
+        small_cnn = SmallCNN(1, 10).to(D).eval()  # max pooling: gradient routing, as Captum
+    cases = ((_mlp([7, 9, 6, 4]), (5, 7)), (cnn, (3, 1, 8, 8)), (small_cnn, (2, 1, 32, 32)))
     for model, shape in cases:
         gen = torch.Generator().manual_seed(4)
         x = torch.randn(*shape, generator=gen, dtype=D)
@@ -177,7 +177,7 @@ def test_two_layer_example_worked_by_hand():
 def test_csc_noise_tunnel_and_model_left_unchanged():
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Seed001CNN(1, 10).to(D).eval()
+        model = SmallCNN(1, 10).to(D).eval()
     x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(0), dtype=D)
     snapshot = ModelSnapshot.of(model)
     for cls in (DeepLiftLinear, DeepLiftAblation):

@@ -18,7 +18,7 @@ from captum_ext.context_aware.hessian import (
     rank_one_error,
 )
 from captum_ext.core.guard import ModelSnapshot
-from captum_ext.zoo import Seed001CNN, SmallMLP
+from captum_ext.zoo import SmallCNN, SmallMLP
 
 F64 = torch.float64
 
@@ -85,8 +85,8 @@ def test_closed_form_matches_autograd_hessian(kind, gen):
 
 
 @pytest.mark.slow
-def test_hvps_of_both_paths_agree_on_seed001_cnn(gen):
-    model = _seeded(lambda: Seed001CNN(1, 10)).to(F64).eval()
+def test_hvps_of_both_paths_agree_on_the_small_cnn(gen):
+    model = _seeded(lambda: SmallCNN(1, 10)).to(F64).eval()
     x = torch.rand(2, 1, 32, 32, generator=gen, dtype=F64)
     v = torch.randn(2, 1, 32, 32, generator=gen, dtype=F64)
     autograd = hessian_vector_product(model, x, v)
@@ -156,7 +156,7 @@ def test_rank_one_error_against_dense_oracle_and_theorem4(gen):
 
 
 def test_piecewise_linear_detection():
-    cnn = _seeded(lambda: Seed001CNN(1, 10)).eval()
+    cnn = _seeded(lambda: SmallCNN(1, 10)).eval()
     assert is_piecewise_linear(cnn)
     bn = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
     assert is_piecewise_linear(bn.eval())

@@ -67,7 +67,7 @@ RULE_SETS = {
         lambda c: zc.EpsilonGammaBox(low=-1.0, high=1.0, canonizers=c),
     ),
     "ExcitationBackprop": (ExcitationBackprop, lambda c: zc.ExcitationBackprop(canonizers=c)),
-    # Seed-001 sets zennit has no name for, built from zennit's own rules:
+    # Sixt et al. (2020) sets zennit has no name for, built from zennit's own rules:
     "Alpha1Beta0": (
         Alpha1Beta0,
         lambda c: zc.LayerMapComposite([*_base(), (ZLinear, zr.AlphaBeta(1, 0))], canonizers=c),
@@ -121,12 +121,12 @@ def _exact_batchnorm(model):
 
 @pytest.fixture(scope="module")
 def zennit_models():
-    from captum_ext.zoo import Seed001CNN, SmallVGG
+    from captum_ext.zoo import SmallCNN, SmallVGG
 
     resnet = torchvision_model("resnet18", n_classes=10, seed=0).double()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        cnn = Seed001CNN(1, 10).double().eval()
+        cnn = SmallCNN(1, 10).double().eval()
         vgg = SmallVGG(3, 10, width=8)
         # Non-trivial BatchNorm statistics, so folding creates real biases (also in resnet18).
         for module in [*vgg.modules(), *resnet.modules()]:
@@ -142,7 +142,7 @@ def zennit_models():
     }
 
 
-# Every rule set on the seed-001 CNN and the BatchNorm VGG; on resnet18 (the ResNet-specific
+# Every rule set on the small CNN and the BatchNorm VGG; on resnet18 (the ResNet-specific
 # part, the residual NormRule, is shared by all sets) three composites that between them use
 # every rule type: z⁺, γ, z^B, αβ, flat, ε, Norm, Pass.
 _CASES = [

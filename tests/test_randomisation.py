@@ -1,4 +1,4 @@
-"""Randomisation SSIM and random-logit SSIM (seed 001, Figure 4) against independent oracles."""
+"""Randomisation SSIM and random-logit SSIM (Sixt et al., 2020, Figure 4) against independent oracles."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from captum_ext.core import ModelSnapshot
 from captum_ext.core.randomness import derive_seed
-from captum_ext.zoo import Seed001CNN
+from captum_ext.zoo import SmallCNN
 from quantus_metrics.explain import explain_func_from
 from quantus_metrics.randomisation import (
     ModelRandomisationSSIM,
@@ -34,7 +34,7 @@ def digits_batch(digits_test):
 
 @pytest.fixture(scope="module")
 def cnn32():
-    """A small CNN for 32×32 digits (the seed-001 CNN's 8M-parameter dense layer is slow)."""
+    """A small CNN for 32×32 digits (the small CNN's 8M-parameter dense layer is slow)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         return nn.Sequential(
@@ -90,12 +90,12 @@ def _layer_of(key: str) -> str:
 
 @pytest.mark.slow
 def test_guided_backprop_ignores_last_layer_while_gradient_does_not(digits_batch):
-    # Adebayo et al. (2018) / seed 001: Guided BP maps barely change when the logit layer is
+    # Adebayo et al. (2018) / Sixt et al. (2020): Guided BP maps barely change when the logit layer is
     # randomised; the gradient's do.
     x, y = digits_batch
-    with torch.random.fork_rng(devices=[]):  # the deep seed-001 CNN: convergence needs depth
+    with torch.random.fork_rng(devices=[]):  # the deep small CNN: convergence needs depth
         torch.manual_seed(0)
-        cnn32 = Seed001CNN(1, 10).eval()
+        cnn32 = SmallCNN(1, 10).eval()
     layer = {"layers": ["classifier.3"], "n_resamples": 500}
     gbp = ModelRandomisationSSIM(**layer)(
         model=cnn32, x_batch=x, y_batch=y, explain_func=explain_func_from(GuidedBackprop)
@@ -331,5 +331,5 @@ def test_both_metrics_run_in_quantus_evaluate(cnn32, digits_batch):
         assert len(results[method]["RandomLogitSSIM"]) == len(x)
     gbp = np.mean(results["GuidedBackprop"]["RandomLogitSSIM"])
     sal = np.mean(results["Saliency"]["RandomLogitSSIM"])
-    assert gbp > sal  # seed 001, Fig. 4a: Guided BP is class-insensitive
+    assert gbp > sal  # Sixt et al. (2020), Fig. 4a: Guided BP is class-insensitive
     assert before.diff(ModelSnapshot.of(cnn32)) == []

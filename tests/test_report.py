@@ -44,7 +44,7 @@ def test_own_model_and_data(tmp_path):
     code = main(
         [
             "--model",
-            "captum_ext.zoo:Seed001CNN",
+            "captum_ext.zoo:SmallCNN",
             "--data",
             "tests.report_fixtures:digit_images",
             "--bounds",
@@ -58,4 +58,4 @@ def test_own_model_and_data(tmp_path):
     )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["header"]["model"] == "captum_ext.zoo:Seed001CNN"
+    assert results["header"]["model"] == "captum_ext.zoo:SmallCNN"

@@ -165,14 +165,14 @@ def test_sanity_refits_patterns_on_a_randomised_model():
 
     import torch
 
-    from captum_ext.zoo import Seed001CNN
+    from captum_ext.zoo import SmallCNN
     from captum_ext_report.context import ReportContext
     from captum_ext_report.sections.csc import method_factories
 
     gen = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Seed001CNN().eval()
+        model = SmallCNN().eval()
     images = torch.rand((32, 1, 32, 32), generator=gen)
     ctx = ReportContext(
         out_dir=None, model=model, images=images, labels=torch.zeros(32, dtype=torch.long),

@@ -1,4 +1,4 @@
-"""Batched torch SSIM and seed 001's map handling against scikit-image and closed forms."""
+"""Batched torch SSIM and Sixt et al.'s map handling against scikit-image and closed forms."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import torch
 
 from captum_ext.zoo import (
     DigitsDataset,
-    Seed001CNN,
+    SmallCNN,
     SmallMLP,
     SmallVGG,
     digits_split,
@@ -27,8 +27,8 @@ def test_model_shapes(mlp, cnn, vgg_bn, resnet18, dtype):
     assert next(cnn.parameters()).dtype == dtype
 
 
-def test_seed001_architecture_matches_paper():
-    model = Seed001CNN()
+def test_small_cnn_architecture_matches_the_paper():
+    model = SmallCNN()
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 128]
@@ -51,7 +51,7 @@ def test_torchvision_models_are_seeded_and_leave_global_rng():
     [
         lambda: SmallMLP(0),
         lambda: SmallMLP(8, (4, -1)),
-        lambda: Seed001CNN(in_channels=2),
+        lambda: SmallCNN(in_channels=2),
         lambda: SmallVGG(in_channels=4),
         lambda: torchvision_model("alexnet"),
         lambda: DigitsDataset(channels=2),

@@ -1,4 +1,4 @@
-"""CAFO: context-aware first-order saliency (Singla et al., ICML 2019, seed 004, Definition 2).
+"""CAFO: context-aware first-order saliency (Singla et al., ICML 2019, Singla et al. (2019), Definition 2).
 
 The attribution is the solution ``Δ`` of
 
@@ -47,7 +47,7 @@ class _Problem:
 
 
 class CAFO(ReprFromInit, GradientAttribution):
-    """Context-Aware First-Order saliency (seed 004, Definition 2; Smooth CAFO, eq. 8).
+    """Context-Aware First-Order saliency (Singla et al., 2019, Definition 2; Smooth CAFO, eq. 8).
 
     The loss is the cross-entropy against the target class (the predicted class by default, as in
     the authors' code), so Δ points where the loss grows: the returned map is signed and is

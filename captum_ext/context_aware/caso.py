@@ -1,4 +1,4 @@
-"""CASO: context-aware second-order saliency (Singla et al., ICML 2019, seed 004, Definition 3).
+"""CASO: context-aware second-order saliency (Singla et al., ICML 2019, Singla et al. (2019), Definition 3).
 
 CAFO's objective plus the curvature of the loss:
 
@@ -33,7 +33,7 @@ __all__ = ["CASO"]
 
 
 class CASO(CAFO):
-    """Context-Aware Second-Order saliency (seed 004, Definition 3; Smooth CASO, eq. 8).
+    """Context-Aware Second-Order saliency (Singla et al., 2019, Definition 3; Smooth CASO, eq. 8).
 
     Same contract and diagnostics (``last_lambda1``, ``last_lambda2``, ``last_sparsity``,
     ``last_converged``) as :class:`~captum_ext.CAFO`; ``last_lambda2`` holds ``L/2 + c₁`` and

@@ -1,4 +1,4 @@
-"""Batched FISTA for the CAFO/CASO objectives and the per-example λ₁ search (seed 004 §4, §4.1).
+"""Batched FISTA for the CAFO/CASO objectives and the per-example λ₁ search (Singla et al., 2019, §4, §4.1).
 
 Both solvers work on rows ``(N, d)``: every row is one problem
 
@@ -36,7 +36,7 @@ class FistaResult:
 
     @property
     def sparsity(self) -> torch.Tensor:
-        """η: fraction of exactly-zero entries per row (seed 004 §4.1)."""
+        """η: fraction of exactly-zero entries per row (Singla et al., 2019, §4.1)."""
         return (self.delta == 0).to(self.delta.dtype).mean(dim=-1)
 
 
@@ -189,7 +189,7 @@ def search_lambda1(
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> SearchResult:
-    """Per-example λ₁ by the sparsity criterion of seed 004 §4.1, all candidates batched.
+    """Per-example λ₁ by the sparsity criterion of Singla et al. (2019) §4.1, all candidates batched.
 
     Round 0 sweeps ``start·factor^j`` (j < ``n_values``). Among candidates whose sparsity η
     lies in ``sparsity_range`` (η = 1, an all-zero map, never qualifies) the one with the highest

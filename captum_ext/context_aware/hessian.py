@@ -249,13 +249,13 @@ class AutogradHessian:
 
 
 class FactoredHessian:
-    """Closed-form input Hessian ``H = Jᵀ A J`` with ``A = diag p − p pᵀ`` (seed 004 eq. 6).
+    """Closed-form input Hessian ``H = Jᵀ A J`` with ``A = diag p − p pᵀ`` (Singla et al., 2019, eq. 6).
 
     Stored relative to the most probable class ``k`` so that confident predictions keep their
     precision: since ``A·1 = 0``, ``H = J_kᵀ A_k J_k`` with ``J_k`` the Jacobian rows minus row
     ``k`` (row ``k`` becomes 0) and ``A_k = diag p' − p'p'ᵀ``, ``p'`` = ``p`` with ``p_k`` set to 0.
     Nothing then computes ``1 − p_k`` by cancellation, which in float32 destroys ``A`` once
-    ``p_k > 1 − 10⁻⁷`` (exactly the regime of seed 004 Theorem 5).
+    ``p_k > 1 − 10⁻⁷`` (exactly the regime of Singla et al. (2019) Theorem 5).
 
     Parameters
     ----------
@@ -314,7 +314,7 @@ class FactoredHessian:
         )
 
     def eigh(self, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact eigenpairs from the ``c × c`` problem (seed 004 Appendix C).
+        """Exact eigenpairs from the ``c × c`` problem (Singla et al., 2019, Appendix C).
 
         With ``B = Jᵀ F`` (``H = B Bᵀ``) the Gram matrix ``C = Bᵀ B = Fᵀ J Jᵀ F`` has the same
         non-zero eigenvalues ``σ²`` as ``H``; its eigenvectors ``V`` give ``U = B V / σ``.
@@ -530,7 +530,7 @@ def closed_form_hessian(
     chunk_size: int | None = None,
     strategy: Literal["expand", "vmap"] = "expand",
 ) -> FactoredHessian:
-    """The closed-form input Hessian of a piecewise-linear network (seed 004 Proposition 1).
+    """The closed-form input Hessian of a piecewise-linear network (Singla et al., 2019, Proposition 1).
 
     Raises ``ValueError`` naming the offending layers when the network is not piecewise linear
     (its Hessian is then not ``Jᵀ A J``; use :func:`hessian_vector_product`). Inputs are
@@ -556,7 +556,7 @@ def rank_one_error(
     additional_forward_args: Any = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far the closed-form Hessian is from rank one (seed 004 Theorem 4, Appendix F.1).
+    """How far the closed-form Hessian is from rank one (Singla et al., 2019, Theorem 4, Appendix F.1).
 
     Returns
     -------

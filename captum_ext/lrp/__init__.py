@@ -1,4 +1,4 @@
-"""LRP for Captum: rules, rule sets and canonizers on one modified-backward core (issue #3).
+"""LRP for Captum: rules, rule sets and canonizers on one modified-backward core .
 
 Everything here works through Captum's own API: :class:`LRP` and :class:`LayerLRP` subclass
 Captum's classes, the rules subclass Captum's ``PropagationRule`` (so ``module.rule = ...``
@@ -9,7 +9,7 @@ works with ``captum.attr.LRP`` too), and importing this package registers :class
         out = forward(x)   # relevance now travels as the autograd gradient
 
 References: Bach et al. 2015; Montavon et al. 2017, 2019; Sixt et al. 2020 ("When
-Explanations Lie", seed 001); zennit (Anders et al. 2021) as the reference implementation.
+Explanations Lie", Sixt et al. (2020)); zennit (Anders et al. 2021) as the reference implementation.
 """
 
 from captum_ext.lrp.attribution import LRP, LayerLRP

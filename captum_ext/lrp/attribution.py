@@ -96,7 +96,7 @@ class LRP(ReprFromInit, CaptumLRP):
     -----
     Like Captum, the relevance of the target logit starts as the logit itself, so attributions
     sum to ``f_c(x)`` for conservative rules. Rules are listed in :mod:`captum_ext.lrp.rules`
-    (seed 001, Sixt et al. 2020, analyses them).
+    (Sixt et al., 2020, Sixt et al. 2020, analyses them).
 
     Examples
     --------

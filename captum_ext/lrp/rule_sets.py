@@ -2,7 +2,7 @@
 
 A :class:`RuleSet` maps module *names*, the *first* linear-type layer and layer *types* to
 rules, in that order of precedence; activations, pooling, BatchNorm and reshapes get sensible
-defaults. The named sets follow zennit's composites and Sixt et al. 2020 (seed 001).
+defaults. The named sets follow zennit's composites and Sixt et al. 2020 (Sixt et al., 2020).
 
 Building a custom rule set takes a few lines::
 
@@ -291,7 +291,7 @@ class CaptumDefault(Epsilon):
 
 
 class AlphaBeta(RuleSet):
-    """LRP-αβ on every linear-type layer (seed 001: α1β0, α2β1, α5β4)."""
+    """LRP-αβ on every linear-type layer (Sixt et al., 2020: α1β0, α2β1, α5β4)."""
 
     def __init__(
         self,
@@ -431,12 +431,12 @@ class DeepTaylor(RuleSet):
 
 
 class LRPCMP(RuleSet):
-    """LRP-CMP (seed 001 §5; Kohlbrenner et al. 2020): LRP-z/ε on dense layers, αβ on convolutions.
+    """LRP-CMP (Sixt et al., 2020, §5; Kohlbrenner et al. 2020): LRP-z/ε on dense layers, αβ on convolutions.
 
     Parameters
     ----------
     alpha, beta : float
-        The αβ rule of the convolutions (seed 001 uses α = 1 or 2).
+        The αβ rule of the convolutions (Sixt et al., 2020, uses α = 1 or 2).
     epsilon : float
         ε of the dense layers' rule (1e-6: LRP-z with a stabiliser).
     stabilizer : float

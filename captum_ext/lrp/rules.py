@@ -2,7 +2,7 @@
 
 Each rule maps the relevance ``R_out`` at a layer's output to the relevance at its input(s)
 (Bach et al. 2015; Montavon et al. 2017, 2019; formulas as analysed in Sixt et al. 2020,
-"When Explanations Lie", seed 001). Notation: ``z = Wx + b``, ``W⁺ = max(W, 0)``,
+"When Explanations Lie", Sixt et al. (2020)). Notation: ``z = Wx + b``, ``W⁺ = max(W, 0)``,
 ``W⁻ = min(W, 0)``, ``x⁺``/``x⁻`` likewise, ``stab(z) = z + ε·sign(z)`` with ``sign(0) = +1``.
 
 Mechanism
@@ -219,7 +219,7 @@ class AlphaBetaRule(LRPRule):
     Parameters
     ----------
     alpha, beta : float
-        Weights of the positive and negative contributions (seed 001 uses α2β1 and α5β4).
+        Weights of the positive and negative contributions (Sixt et al., 2020, uses α2β1 and α5β4).
     stabilizer : float
         ε of the denominators' stabiliser.
     """

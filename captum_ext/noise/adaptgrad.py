@@ -65,7 +65,7 @@ def _names(index: int, count: int) -> tuple[str, str]:
 
 
 class AdaptGrad(SeededNoiseTunnel):
-    """AdaptGrad (seed 003): a ``NoiseTunnel`` whose noise σ_i adapts to the data range.
+    """AdaptGrad (Zhou et al., 2025): a ``NoiseTunnel`` whose noise σ_i adapts to the data range.
 
     Each feature gets ε_i ~ N(0, σ_i²) with σ_i = min(|x_i − x_min|, |x_i − x_max|) / κ(c)
     (eq. 11–13), so x_i + ε_i stays in [x_min, x_max] with confidence c and the *inherent

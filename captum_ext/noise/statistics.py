@@ -155,7 +155,7 @@ def noise_std(
     *,
     clamp: bool = False,
 ) -> Tensor:
-    """Per-feature AdaptGrad standard deviation σ_i (seed 003, eq. 13).
+    """Per-feature AdaptGrad standard deviation σ_i (Zhou et al., 2025, eq. 13).
 
     Parameters
     ----------
@@ -200,7 +200,7 @@ def _adapt(
 
 
 def smoothgrad_std(bounds: Bounds, alpha: float = 0.2) -> float | Tensor:
-    """SmoothGrad's σ = α·(x_max − x_min) (seed 003, eq. 6; α = 0.2 recommended by SmoothGrad).
+    """SmoothGrad's σ = α·(x_max − x_min) (Zhou et al., 2025, eq. 6; α = 0.2 recommended by SmoothGrad).
 
     Returns a float for scalar bounds and a tensor (the broadcast of the bounds) otherwise; pass
     it to :func:`inherent_noise` or, if it is a float, to Captum's ``NoiseTunnel(stdevs=...)``.
@@ -220,7 +220,7 @@ def smoothgrad_std(bounds: Bounds, alpha: float = 0.2) -> float | Tensor:
 
 
 class InherentNoise(NamedTuple):
-    """Analytic inherent noise of Gaussian smoothing (seed 003, eq. 9/10).
+    """Analytic inherent noise of Gaussian smoothing (Zhou et al., 2025, eq. 9/10).
 
     Attributes
     ----------

@@ -11,8 +11,8 @@ from captum_ext.zoo.data import (
     natural_image_batch,
 )
 from captum_ext.zoo.models import (
-    SEED001_INPUT_SIZE,
-    Seed001CNN,
+    SMALL_CNN_INPUT_SIZE,
+    SmallCNN,
     SmallMLP,
     SmallVGG,
     TinyResNet,
@@ -25,8 +25,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DigitsDataset",
-    "SEED001_INPUT_SIZE",
-    "Seed001CNN",
+    "SMALL_CNN_INPUT_SIZE",
+    "SmallCNN",
     "SmallMLP",
     "SmallVGG",
     "TinyResNet",
@@ -41,3 +41,19 @@ __all__ = [
     "torchvision_model",
     "train_digits_cnn",
 ]
+
+_RENAMED = {"Seed001CNN": "SmallCNN", "SEED001_INPUT_SIZE": "SMALL_CNN_INPUT_SIZE"}
+
+
+def __getattr__(name: str) -> object:
+    # Earlier names, kept importable with a DeprecationWarning.
+    if name in _RENAMED:
+        import warnings
+
+        warnings.warn(
+            f"captum_ext.zoo.{name} is now {_RENAMED[name]}; the old name will be removed in 0.3.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module 'captum_ext.zoo' has no attribute {name!r}")

@@ -14,8 +14,8 @@ from torch import nn
 from captum_ext.core.validation import check_positive_int
 from captum_ext.lrp.canonizers import SumModule
 
-SEED001_INPUT_SIZE = 32
-"""Spatial size (pixels) the seed-001 CNN is built for."""
+SMALL_CNN_INPUT_SIZE = 32
+"""Spatial size (pixels) the small CNN is built for."""
 
 
 def _check_positive_int(name: str, value: int) -> None:
@@ -65,7 +65,7 @@ class SmallMLP(nn.Sequential):
         super().__init__(*layers)
 
 
-class Seed001CNN(nn.Module):
+class SmallCNN(nn.Module):
     """The small CNN of Sixt et al. (2020), "When Explanations Lie", section 5.
 
     ``conv32 – conv64 – maxpool – conv128 – conv128 – maxpool – dense1024 – dense10`` with 3×3
@@ -96,7 +96,7 @@ class Seed001CNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        spatial = SEED001_INPUT_SIZE // 4
+        spatial = SMALL_CNN_INPUT_SIZE // 4
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Linear(128 * spatial * spatial, 1024),

@@ -1,4 +1,4 @@
-"""Train the seed-001 CNN on the digits data, with a verified on-disk cache.
+"""Train the small CNN on the digits data, with a verified on-disk cache.
 
 The cached file holds the weights and a SHA-256 digest of them; a file that does not load,
 has other keys or shapes, or whose digest does not match is reported and retrained, never
@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from captum_ext.zoo.data import DigitsDataset
-from captum_ext.zoo.models import Seed001CNN
+from captum_ext.zoo.models import SmallCNN
 
 _CACHE_FORMAT = 1
 
@@ -29,7 +29,7 @@ _CACHE_FORMAT = 1
 class TrainingResult:
     """What :func:`train_digits_cnn` returns."""
 
-    model: Seed001CNN
+    model: SmallCNN
     test_accuracy: float
     seconds: float
     from_cache: bool
@@ -70,7 +70,7 @@ def evaluate_accuracy(model: nn.Module, dataset: DigitsDataset, batch_size: int 
         model.train(was_training)
 
 
-def _load_cached(path: Path, model: Seed001CNN) -> float | None:
+def _load_cached(path: Path, model: SmallCNN) -> float | None:
     """Load weights into ``model`` if ``path`` holds a valid cache; the stored accuracy or None."""
     if not path.exists():
         return None
@@ -97,7 +97,7 @@ def train_digits_cnn(
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> TrainingResult:
-    """Train (or load from cache) the seed-001 CNN on 32×32 digits.
+    """Train (or load from cache) the small CNN on 32×32 digits.
 
     Training uses a private generator for initialisation and shuffling, so it is reproducible
     and leaves the global RNG as it was. Four epochs of Adam reach ≥ 95 % test accuracy in
@@ -137,12 +137,12 @@ def train_digits_cnn(
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"cache_dir {folder} is a file; pass a folder (it is created if missing).")
-    path = folder / f"seed001_digits_c{channels}_e{epochs}_b{batch_size}_lr{lr:g}_s{seed}.pt"
+    path = folder / f"small_cnn_digits_c{channels}_e{epochs}_b{batch_size}_lr{lr:g}_s{seed}.pt"
 
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Seed001CNN(in_channels=channels)
+        model = SmallCNN(in_channels=channels)
     if use_cache:
         accuracy = _load_cached(path, model)
         if accuracy is not None:

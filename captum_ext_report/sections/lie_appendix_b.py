@@ -1,4 +1,4 @@
-"""Section: Appendix B of seed 001 — random matrix chains collapse to rank 1 for the z⁺ rule.
+"""Section: Appendix B of Sixt et al. (2020) — random matrix chains collapse to rank 1 for the z⁺ rule.
 
 Sixt et al. (2020), Theorem 1: products of non-negative matrices converge to a rank-1 matrix;
 Appendix B simulates random chains and finds the convergence exponentially fast. This section
@@ -129,7 +129,7 @@ def run(ctx: ReportContext) -> Section:
     )  # fmt: skip
     return Section(
         key=KEY,
-        title="Random matrix chains (seed 001, Theorem 1 and Appendix B)",
+        title="Random matrix chains (Sixt et al., 2020, Theorem 1 and Appendix B)",
         claim=(
             "Products of non-negative (z⁺) matrices converge to rank 1, exponentially fast; the "
             "gradient's chain does not. Verdict: z⁺ σ₂/σ₁ ≤ 1e-6 at the deepest product with "

@@ -1,4 +1,4 @@
-"""Section: Figure 3 of seed 001 — singular values of PatternNet/PatternAttribution matrices.
+"""Section: Figure 3 of Sixt et al. (2020) — singular values of PatternNet/PatternAttribution matrices.
 
 Sixt et al. (2020) explain why the pattern chains converge: every pattern ``a_i`` is one power
 iteration step towards the top eigenvector of the input covariance, so the pattern matrices
@@ -36,11 +36,8 @@ def verdict(spectra: PatternSpectra) -> bool:
 
 
 def _fit_data(ctx: ReportContext) -> torch.Tensor:
-    if ctx.model_name.startswith("seed-001 CNN on digits"):
-        from captum_ext.zoo import DigitsDataset
-
-        return DigitsDataset("train").tensors()[0]
-    return ctx.images.detach().cpu()
+    # the digits' training split with the bundled CNN, the user's images otherwise
+    return ctx.pattern_data.detach().cpu()
 
 
 def _figure(ctx: ReportContext, spectra: PatternSpectra) -> str:
@@ -115,7 +112,7 @@ def run(ctx: ReportContext) -> Section:
     )  # fmt: skip
     return Section(
         key=KEY,
-        title="Singular values of the pattern matrices (seed 001, Figure 3)",
+        title="Singular values of the pattern matrices (Sixt et al., 2020, Figure 3)",
         claim=(
             "PatternNet's patterns are nearly rank 1 (σ₁/σ₂(A) > 6 for almost all layers) and "
             "W ⊙ A has a larger σ₁/σ₂ than W, which is why the pattern chains converge. "

@@ -1,4 +1,4 @@
-"""Section: distributions of |cos| per layer (seed 001, Figure 5 e–g), not only medians.
+"""Section: distributions of |cos| per layer (Sixt et al., 2020, Figure 5 e–g), not only medians.
 
 Sixt et al. (2020) show histograms of the cosine similarity convergence (CSC) after the first
 layer: for converging methods nearly all pairs of random relevance vectors end up parallel, for
@@ -97,7 +97,7 @@ def run(ctx: ReportContext) -> Section:
     )
     return Section(
         key=KEY,
-        title="Distributions of |cos| per layer (seed 001, Figure 5 e–g)",
+        title="Distributions of |cos| per layer (Sixt et al., 2020, Figure 5 e–g)",
         claim=(
             "After the first layer almost all pairs of random relevance vectors are parallel for "
             "converging rules (LRP-α1β0), not for the gradient; DeepLIFT does not converge but "
