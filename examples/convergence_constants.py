@@ -1,6 +1,7 @@
 """How many noisy draws does an averaged explanation need? Convergence constants on digits.
 
-Binder et al. (2025) bounds attribution components to get the constants that govern how fast SmoothGrad-like
+Binder et al. (2025) bound attribution components to get the constants that govern how fast
+SmoothGrad-like
 averages converge. This script measures them for the gradient and LRP-αβ on the trained digits
 CNN (Gaussian noise, σ = 0.15) and prints, per method, the empirical bound B relative to the
 explained logit, Hoeffding's number of draws for 5 % relative accuracy at 95 % confidence, the

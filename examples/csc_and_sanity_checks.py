@@ -1,4 +1,5 @@
-"""CSC and SSIM sanity checks of Sixt et al. (2020) ("When Explanations Lie") on the trained digits CNN.
+"""CSC and SSIM sanity checks of Sixt et al. (2020) ("When Explanations Lie") on the trained digits
+CNN.
 
 Run: ``.venv/bin/python examples/csc_and_sanity_checks.py``. It prints
 

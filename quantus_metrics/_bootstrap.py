@@ -1,6 +1,7 @@
 """Seeded percentile-bootstrap confidence intervals of the mean (Efron, 1979), vectorised.
 
-Sixt et al. (2020) (Figure 4) reports 99 % bootstrap intervals over images. A resample of ``n`` values is
+Sixt et al. (2020, Figure 4) report 99 % bootstrap intervals over images. A resample of ``n``
+values is
 a multinomial count vector, so the means of all resamples of all columns are one matrix product
 ``counts @ values``; memory is ``O(chunk × n)`` instead of ``O(resamples × n × columns)``.
 """

@@ -1,7 +1,8 @@
 """Inherent noise of gradient smoothing (Zhou et al., 2025, eq. 9/10, Figure 3) as a Quantus metric.
 
 SmoothGrad-type explainers average gradients at ``x + ε``; every draw that leaves the data range
-``[x_min, x_max]`` probes the model where it was never trained. Zhou et al. (2025) calls the probability of
+``[x_min, x_max]`` probes the model where it was never trained. Zhou et al. (2025) call the
+probability of
 such draws the *inherent noise* ``A_i = 1 − P(x_min ≤ x_i + ε_i ≤ x_max)`` and reports, on
 ImageNet-normalised data with SmoothGrad α = 0.2 and N = 50 draws, 12.62 % of pixels and ~100 %
 of images affected. This metric reports, per sample, the analytic per-feature probability (from
@@ -153,7 +154,8 @@ def compute_inherent_noise(
     progress: bool = False,
     sample_seeds: tuple[int, Sequence[int]] | None = None,
 ) -> InherentNoiseResult:
-    """Analytic and empirical inherent noise of ``x + ε``, ε ~ N(0, σ²) (Zhou et al., 2025, eq. 9/10).
+    """Analytic and empirical inherent noise of ``x + ε``, ε ~ N(0, σ²) (Zhou et al., 2025, eq.
+    9/10).
 
     The empirical part draws ``n_draws`` noisy copies from a private generator (``generator``
     or ``seed``; the global RNG is untouched), ``chunk`` draws at a time. With

@@ -286,7 +286,8 @@ _SSIM_PARAMETERS = """
 
 @_ssim_docs
 class ModelRandomisationSSIM(_SSIMScoring):
-    """Model parameter randomisation test scored with sign-invariant SSIM (Sixt et al., 2020, Fig. 4b).
+    """Model parameter randomisation test scored with sign-invariant SSIM (Sixt et al., 2020, Fig.
+    4b).
 
     For every parameterised layer, from the output to the input in execution order, the
     layer's parameters are re-drawn (cascading: on top of the layers above; independent: only

@@ -1,6 +1,7 @@
 """Batched 2-D SSIM in torch and the map handling of Sixt et al. (2020), "When Explanations Lie".
 
-Sixt et al. (2020) (section 5) compares saliency maps with SSIM (Wang et al., 2004) after three steps that
+Sixt et al. (2020, section 5) compare saliency maps with SSIM (Wang et al., 2004) after three steps
+that
 this module provides as separate functions:
 
 1. :func:`reduce_channels` turns an ``(N, C, H, W)`` attribution into ``(N, H, W)`` maps (max of
@@ -230,7 +231,8 @@ def _ssim_map(
 def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor:
     """Reduce ``(N, C, H, W)`` attributions to ``(N, H, W)`` maps (``(N, H, W)`` passes through).
 
-    ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in Sixt et al. (2020));
+    ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in Sixt et al.,
+    2020);
     ``how="sum"``: signed channel sum (LRP, DTD, PatternAttribution, DeepLIFT).
     """
     if attribution.dim() == 3:
@@ -251,7 +253,8 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
 def percentile_normalise(
     maps: torch.Tensor, low: float = 0.5, high: float = 99.5
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sixt et al.'s normalisation: the ``high`` percentile → 0, the ``low`` percentile → 1, clipped.
+    """Sixt et al.'s normalisation: the ``high`` percentile → 0, the ``low`` percentile → 1,
+    clipped.
 
     Parameters
     ----------

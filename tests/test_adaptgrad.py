@@ -1,4 +1,5 @@
-"""AdaptGrad (Zhou et al., 2025): σ, inherent noise, NoiseTunnel contract, reproducibility, errors."""
+"""AdaptGrad (Zhou et al., 2025): σ, inherent noise, NoiseTunnel contract, reproducibility,
+errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""CAFO / CASO (Singla et al., 2019): closed-form and linear-solve oracles, Theorem 5, λ₁ search, contracts."""
+"""CAFO / CASO (Singla et al., 2019): closed-form and linear-solve oracles, Theorem 5, λ₁ search,
+contracts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Convergence constants (Binder et al., 2025, + methods.md §8): bounds, Hoeffding, curve fit, the claim."""
+"""Convergence constants (Binder et al., 2025; docs/convergence_bounds.md): bounds, Hoeffding,
+curve fit, the claim."""
 
 from __future__ import annotations
 

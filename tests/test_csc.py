@@ -1,4 +1,5 @@
-"""CSC (Sixt et al., 2020, section 5): convergence oracles, random baselines, safety and Quantus fit."""
+"""CSC (Sixt et al., 2020, section 5): convergence oracles, random baselines, safety and Quantus
+fit."""
 
 from __future__ import annotations
 

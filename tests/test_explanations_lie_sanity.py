@@ -1,4 +1,5 @@
-"""Every method added for Sixt et al. (2020) runs in CSC and both SSIM sanity checks (small CNN, float64)."""
+"""Every method added for Sixt et al. (2020) runs in CSC and both SSIM sanity checks (small CNN,
+float64)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Inherent noise (Zhou et al., 2025): Figure-3 oracle, analytic vs empirical, the paper's statistics."""
+"""Inherent noise (Zhou et al., 2025): Figure-3 oracle, analytic vs empirical, the paper's
+statistics."""
 
 from __future__ import annotations
 

@@ -179,7 +179,8 @@ def test_fusiongrad_without_input_noise_is_noisegrad(net):
 
 
 def test_nesting_in_noisetunnel_and_adaptgrad(net):
-    """S-NG and A-NG (Zhou et al., 2025, Table 2): NoiseGrad inside Captum's NoiseTunnel and AdaptGrad."""
+    """S-NG and A-NG (Zhou et al., 2025, Table 2): NoiseGrad inside Captum's NoiseTunnel and
+    AdaptGrad."""
     dtype = next(net.parameters()).dtype
     x = _x(dtype, seed=6)
     before = ModelSnapshot.of(net)

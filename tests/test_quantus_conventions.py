@@ -128,7 +128,8 @@ def test_csc_untraceable_methods_give_nan_rows_inside_evaluate():
 
 
 def _oracle(x: np.ndarray, sigma: np.ndarray | float, low: float = 0.0, high: float = 1.0):
-    """Mean out-of-bounds probability per sample from the normal CDF (Zhou et al., 2025, eq. 9/10)."""
+    """Mean out-of-bounds probability per sample from the normal CDF (Zhou et al., 2025, eq.
+    9/10)."""
     sigma = np.broadcast_to(np.asarray(sigma, dtype=np.float64), x.shape)
     inside = np.where(
         sigma > 0,

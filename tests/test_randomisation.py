@@ -1,4 +1,5 @@
-"""Randomisation SSIM and random-logit SSIM (Sixt et al., 2020, Figure 4) against independent oracles."""
+"""Randomisation SSIM and random-logit SSIM (Sixt et al., 2020, Figure 4) against independent
+oracles."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def _layer_of(key: str) -> str:
 
 @pytest.mark.slow
 def test_guided_backprop_ignores_last_layer_while_gradient_does_not(digits_batch):
-    # Adebayo et al. (2018) / Sixt et al. (2020): Guided BP maps barely change when the logit layer is
+    # Adebayo et al. (2018) / Sixt et al. (2020): Guided BP maps barely change when the logit layer
+    # is
     # randomised; the gradient's do.
     x, y = digits_batch
     with torch.random.fork_rng(devices=[]):  # the deep small CNN: convergence needs depth

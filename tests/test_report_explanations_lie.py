@@ -1,4 +1,5 @@
-"""The Sixt et al. (2020) sections (Figure 3, Appendix B, |cos| histograms, residual CSC) in a quick run."""
+"""The Sixt et al. (2020) sections (Figure 3, Appendix B, |cos| histograms, residual CSC) in a
+quick run."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Spectral complexity (Mehrpanah et al., 2025): synthetic cases, a slow reference, Quantus use, digits CNN."""
+"""Spectral complexity (Mehrpanah et al., 2025): synthetic cases, a slow reference, Quantus use,
+digits CNN."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CAFO: context-aware first-order saliency (Singla et al., ICML 2019, Singla et al. (2019), Definition 2).
+"""CAFO: context-aware first-order saliency (Singla et al., ICML 2019, Definition 2).
 
 The attribution is the solution ``Δ`` of
 

@@ -1,4 +1,4 @@
-"""CASO: context-aware second-order saliency (Singla et al., ICML 2019, Singla et al. (2019), Definition 3).
+"""CASO: context-aware second-order saliency (Singla et al., ICML 2019, Definition 3).
 
 CAFO's objective plus the curvature of the loss:
 

@@ -1,4 +1,5 @@
-"""Batched FISTA for the CAFO/CASO objectives and the per-example λ₁ search (Singla et al., 2019, §4, §4.1).
+"""Batched FISTA for the CAFO/CASO objectives and the per-example λ₁ search (Singla et al., 2019,
+§4, §4.1).
 
 Both solvers work on rows ``(N, d)``: every row is one problem
 
@@ -189,7 +190,8 @@ def search_lambda1(
     device: torch.device | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> SearchResult:
-    """Per-example λ₁ by the sparsity criterion of Singla et al. (2019) §4.1, all candidates batched.
+    """Per-example λ₁ by the sparsity criterion of Singla et al. (2019) §4.1, all candidates
+    batched.
 
     Round 0 sweeps ``start·factor^j`` (j < ``n_values``). Among candidates whose sparsity η
     lies in ``sparsity_range`` (η = 1, an all-zero map, never qualifies) the one with the highest

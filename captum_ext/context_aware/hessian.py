@@ -249,7 +249,8 @@ class AutogradHessian:
 
 
 class FactoredHessian:
-    """Closed-form input Hessian ``H = Jᵀ A J`` with ``A = diag p − p pᵀ`` (Singla et al., 2019, eq. 6).
+    """Closed-form input Hessian ``H = Jᵀ A J`` with ``A = diag p − p pᵀ`` (Singla et al., 2019,
+    eq. 6).
 
     Stored relative to the most probable class ``k`` so that confident predictions keep their
     precision: since ``A·1 = 0``, ``H = J_kᵀ A_k J_k`` with ``J_k`` the Jacobian rows minus row
@@ -530,7 +531,8 @@ def closed_form_hessian(
     chunk_size: int | None = None,
     strategy: Literal["expand", "vmap"] = "expand",
 ) -> FactoredHessian:
-    """The closed-form input Hessian of a piecewise-linear network (Singla et al., 2019, Proposition 1).
+    """The closed-form input Hessian of a piecewise-linear network (Singla et al., 2019,
+    Proposition 1).
 
     Raises ``ValueError`` naming the offending layers when the network is not piecewise linear
     (its Hessian is then not ``Jᵀ A J``; use :func:`hessian_vector_product`). Inputs are
@@ -556,7 +558,8 @@ def rank_one_error(
     additional_forward_args: Any = None,
     chunk_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """How far the closed-form Hessian is from rank one (Singla et al., 2019, Theorem 4, Appendix F.1).
+    """How far the closed-form Hessian is from rank one (Singla et al., 2019, Theorem 4, Appendix
+    F.1).
 
     Returns
     -------

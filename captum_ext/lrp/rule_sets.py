@@ -431,7 +431,8 @@ class DeepTaylor(RuleSet):
 
 
 class LRPCMP(RuleSet):
-    """LRP-CMP (Sixt et al., 2020, §5; Kohlbrenner et al. 2020): LRP-z/ε on dense layers, αβ on convolutions.
+    """LRP-CMP (Sixt et al., 2020, §5; Kohlbrenner et al. 2020): LRP-z/ε on dense layers, αβ on
+    convolutions.
 
     Parameters
     ----------

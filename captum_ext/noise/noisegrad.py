@@ -9,7 +9,8 @@ FusionGrad additionally smooths every perturbed model over input noise, as Smoot
 
     FG(x) = 1/(M·N) Σ_m Σ_n A(f_{θ ⊙ η_m}, x + ε_n),   ε_n ~ N(0, σ_x²).
 
-Zhou et al. (2025) compares AdaptGrad with both and combines them (A-NG = ``AdaptGrad(NoiseGrad(...))``).
+Zhou et al. (2025) compare AdaptGrad with both and combine them (A-NG =
+``AdaptGrad(NoiseGrad(...))``).
 
 How the wrapped method is rebound to the perturbed model
 --------------------------------------------------------
@@ -90,7 +91,8 @@ class NoiseGrad(ReprFromInit, GradientAttribution):
     References
     ----------
     K. Bykov, A. Hedström, S. Nakajima, M. M.-C. Höhne. NoiseGrad — enhancing explanations by
-    introducing stochasticity to model weights. AAAI 2022. Compared with in Zhou et al. (2025) (Table 2).
+    introducing stochasticity to model weights. AAAI 2022. Compared with in Zhou et al. (2025,
+    Table 2).
 
     Examples
     --------

@@ -200,7 +200,8 @@ def _adapt(
 
 
 def smoothgrad_std(bounds: Bounds, alpha: float = 0.2) -> float | Tensor:
-    """SmoothGrad's σ = α·(x_max − x_min) (Zhou et al., 2025, eq. 6; α = 0.2 recommended by SmoothGrad).
+    """SmoothGrad's σ = α·(x_max − x_min) (Zhou et al., 2025, eq. 6; α = 0.2 recommended by
+    SmoothGrad).
 
     Returns a float for scalar bounds and a tensor (the broadcast of the bounds) otherwise; pass
     it to :func:`inherent_noise` or, if it is a float, to Captum's ``NoiseTunnel(stdevs=...)``.

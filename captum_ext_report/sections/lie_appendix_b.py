@@ -1,4 +1,5 @@
-"""Section: Appendix B of Sixt et al. (2020) — random matrix chains collapse to rank 1 for the z⁺ rule.
+"""Section: Appendix B of Sixt et al. (2020) — random matrix chains collapse to rank 1 for the z⁺
+rule.
 
 Sixt et al. (2020), Theorem 1: products of non-negative matrices converge to a rank-1 matrix;
 Appendix B simulates random chains and finds the convergence exponentially fast. This section

@@ -1,4 +1,5 @@
-"""Section: Figure 3 of Sixt et al. (2020) — singular values of PatternNet/PatternAttribution matrices.
+"""Section: Figure 3 of Sixt et al. (2020) — singular values of PatternNet/PatternAttribution
+matrices.
 
 Sixt et al. (2020) explain why the pattern chains converge: every pattern ``a_i`` is one power
 iteration step towards the top eigenvector of the input covariance, so the pattern matrices

@@ -1,6 +1,6 @@
 """Section: CSC on a residual network, with and without its skip connections.
 
-Sixt et al. (2020) (Sixt et al. 2020, eq. 3): the gradient of a residual block ``h + g(h)`` is ``I + G``;
+Sixt et al. (2020, eq. 3): the gradient of a residual block ``h + g(h)`` is ``I + G``;
 the identity keeps a full-rank path through every block. Their ResNet-50 results show the
 modified rules still converge there (LRP-CMP does not resolve it). This section builds a small
 residual CNN (:class:`captum_ext.analysis.TinyResNet`, seeded random initialisation), and runs
@@ -98,7 +98,7 @@ def run(ctx: ReportContext) -> Section:
     )  # fmt: skip
     return Section(
         key=KEY,
-        title="CSC on a residual network: what the skip connections change (Sixt et al., 2020, eq. 3)",
+        title="CSC on a residual network: what skip connections change (Sixt et al., 2020, eq. 3)",
         claim=(
             "The identity path of residual blocks (∂h_{l+1}/∂h_l = I + G) slows the collapse of "
             "the back-propagated relevance. Verdict: with skips, the median |cos| at the input "
