@@ -18,7 +18,8 @@ class Section:
     ``confirmed`` is ``True``/``False`` when the run tests a claim, ``None`` when it only shows.
     ``verdict`` (a :class:`captum_ext_report.verdicts.Claim`), when set, decides the outcome
     (confirmed / partly confirmed / not confirmed) from pre-registered criteria and overrides
-    ``confirmed``. ``figures`` are paths relative to the report folder, ``captions`` (same
+    ``confirmed``; a section that applies its criteria itself states the result in ``outcome``.
+    ``figures`` are paths relative to the report folder, ``captions`` (same
     order, optional) say what to look at; ``tables`` are Markdown pipe tables; ``numbers`` go
     verbatim into ``results.json``; ``skipped`` lists "what: reason" for parts that do not
     apply to the model under study.
@@ -37,10 +38,13 @@ class Section:
     verdict: Any = None
     captions: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    outcome: str | None = None
 
     def __post_init__(self) -> None:
         if self.verdict is not None:
             self.confirmed = self.verdict.decide().confirmed
+        if self.outcome not in (None, "confirmed", "partly confirmed", "not confirmed"):
+            raise ValueError(f"unknown outcome {self.outcome!r}")
 
 
 @dataclass

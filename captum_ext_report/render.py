@@ -21,6 +21,8 @@ def _verdict(section: Section) -> str:
         return "error: " + section.error
     if section.verdict is not None:
         return section.verdict.decide().outcome
+    if section.outcome is not None:
+        return section.outcome
     return _VERDICT[section.confirmed]
 
 

@@ -149,6 +149,13 @@ def run(ctx: ReportContext) -> Section:
             f"= {mean:.2e} [{low:.2e}, {high:.2e}] → **{n_verdict}**."
         ),
         confirmed=True if both == {"confirmed"} else False if "not confirmed" in both else None,
+        outcome=(
+            "confirmed"
+            if both == {"confirmed"}
+            else "not confirmed"
+            if "not confirmed" in both
+            else "partly confirmed"
+        ),
         figures=[ctx.relative(fig_c), ctx.relative(fig_n), ctx.relative(grid)],
         tables=[table],
         numbers={

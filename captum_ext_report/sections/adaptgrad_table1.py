@@ -170,6 +170,7 @@ def run(ctx: ReportContext) -> Section:
         ),
         finding=finding,
         confirmed=True if verdict == "confirmed" else False if verdict == "not confirmed" else None,
+        outcome=verdict,
         figures=[ctx.relative(grid)],
         tables=[table],
         numbers={

@@ -178,6 +178,7 @@ def run(ctx: ReportContext) -> Section:
             + f" → **{overall}**. Information Level not reproduced."
         ),
         confirmed=True if overall == "confirmed" else False if overall == "not confirmed" else None,
+        outcome=overall,
         figures=[ctx.relative(grid)],
         tables=[table, family_table],
         numbers={

@@ -15,6 +15,7 @@ loaded by ``_efficientnet.py`` (local loader).
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -63,6 +64,22 @@ def _figure1(ctx: ReportContext, p_max: np.ndarray, diff: np.ndarray) -> str:
 
 
 def run(ctx: ReportContext) -> Section:
+    # The paper's fixed 10 FISTA iterations leave some problems short of tol; that is part of
+    # what is reproduced, so the count goes into the numbers instead of console warnings.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("always", message=r"CASO: .* did not converge")
+        warnings.filterwarnings("always", message=r"CAFO: .* did not converge")
+        section = _run(ctx)
+    section.numbers["fista_not_converged_warnings"] = sum(
+        "did not converge" in str(w.message) for w in caught
+    )
+    for w in caught:  # anything else is re-issued
+        if "did not converge" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return section
+
+
+def _run(ctx: ReportContext) -> Section:
     start = time.perf_counter()
     size = 96  # CPU budget (double backward through depthwise convs is slow on CPU)
     photos, labels = imagenet_photos(size)
@@ -185,6 +202,7 @@ def run(ctx: ReportContext) -> Section:
             f"sign='loss', {float(cos_target.mean()):.2f} with sign='target'."
         ),
         confirmed=True if verdict == "confirmed" else False if verdict == "not confirmed" else None,
+        outcome=verdict,
         figures=[fig1, ctx.relative(sweep_fig), ctx.relative(qual)],
         tables=[fig1_table, sweep_table, sign_table],
         numbers={

@@ -226,6 +226,13 @@ def run(ctx: ReportContext) -> Section:
         ),
         finding=finding,
         confirmed=confirmed,
+        outcome=(
+            "confirmed"
+            if both == {"confirmed"}
+            else "not confirmed"
+            if "not confirmed" in both
+            else "partly confirmed"
+        ),
         figures=figures,
         tables=[tradeoff_table, gap_table],
         numbers={
