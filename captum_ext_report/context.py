@@ -140,3 +140,22 @@ class ReportContext:
         if name not in cache:
             cache[name] = torchvision_model(name, seed=self.seed).to(self.device)
         return cache[name]
+
+
+def fixed_workload_skip(ctx: ReportContext, key: str, title: str) -> Section | None:
+    """A "skipped" section for paper reproductions that run on their own fixed workload.
+
+    Such sections (MNIST MLP, smooth-ReLU digits models, EfficientNet-Lite0 photos) say nothing
+    about a user's ``--model``, so a run on the user's model skips them instead of spending
+    minutes on them; ``None`` on the bundled model (run them).
+    """
+    if ctx.is_default_model:
+        return None
+    reason = "reproduces the paper on its own fixed workload; run the report without --model"
+    return Section(
+        key=key,
+        title=title,
+        claim="",
+        finding=f"skipped: {reason}.",
+        skipped=[f"{title}: {reason}"],
+    )

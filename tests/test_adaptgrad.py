@@ -489,7 +489,8 @@ def test_report_section_quick(tmp_path, trained_cnn, digits_test):
         progress=False,
     )
     result = section.run(ctx)
-    assert result.key == "adaptgrad" and result.confirmed is True
+    assert result.key == "adaptgrad" and result.verdict is not None
+    assert result.verdict.decide().outcome in {"confirmed", "partly confirmed", "not confirmed"}
     assert result.numbers["figure3_oracle_max_abs_error"] < 1e-5
     for figure in result.figures:
         assert (tmp_path / figure).stat().st_size > 1000

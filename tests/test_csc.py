@@ -211,7 +211,7 @@ OPTIONAL = {
     "PatternNet": ("captum_ext.pattern", "PatternNet", True),
     "PatternAttribution": ("captum_ext.pattern", "PatternAttribution", True),
     "LRP-EpsilonPlus": ("captum_ext.lrp", "LRP", False),
-    "DeepLift": ("captum_ext.deeplift", "DeepLift", False),
+    "DeepLift": ("captum.attr", "DeepLift", False),
 }
 
 

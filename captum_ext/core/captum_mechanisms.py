@@ -47,3 +47,7 @@ def _captum_lrp(method: LRP) -> Iterator[ForwardFn]:
 
     with modified_backward(OnePassLRP(method.model)) as forward:
         yield forward
+
+
+# Captum's DeepLift needs its own forward and backward rules (a module of its own).
+from captum_ext.core import captum_deeplift as _captum_deeplift  # noqa: E402, F401

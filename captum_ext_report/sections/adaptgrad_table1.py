@@ -28,7 +28,7 @@ from torch import nn
 
 from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from captum_ext.noise.noisegrad import NoiseGrad
-from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.context import ReportContext, Section, fixed_workload_skip
 from captum_ext_report.plotting import heatmap_grid, markdown_table
 from captum_ext_report.sections._common import FixedSeed, SignedSaliency
 from captum_ext_report.sections._mnist import accuracy, bootstrap_ci, mnist_split, train_cached
@@ -101,6 +101,9 @@ def explainers(samples: int, n_models: int, seed: int) -> dict[str, Callable[...
 
 
 def run(ctx: ReportContext) -> Section:
+    skipped = fixed_workload_skip(ctx, KEY, "MNIST 200–10 MLP: Grad, SG, AG and NoiseGrad variants")
+    if skipped is not None:
+        return skipped
     start = time.perf_counter()
     x_tr, y_tr, x_te, y_te = mnist_split(ctx.seed)
     epochs = ctx.size(20, 3)

@@ -24,7 +24,7 @@ from captum.attr import InputXGradient, IntegratedGradients, Saliency
 
 from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from captum_ext.noise.noisegrad import NoiseGrad
-from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.context import ReportContext, Section, fixed_workload_skip
 from captum_ext_report.plotting import heatmap_grid, markdown_table
 from captum_ext_report.sections._common import FixedSeed, SignedSaliency, paired_bootstrap
 from captum_ext_report.sections._efficientnet import BOUNDS, efficientnet_lite0, imagenet_photos
@@ -110,6 +110,9 @@ def _sparseness(model, x, y, a) -> np.ndarray:
 
 
 def run(ctx: ReportContext) -> Section:
+    skipped = fixed_workload_skip(ctx, KEY, "AdaptGrad Table 2 families on EfficientNet-Lite0")
+    if skipped is not None:
+        return skipped
     start = time.perf_counter()
     size = ctx.size(112, 96)  # CPU budget (the paper: 224/299)
     photos, _ = imagenet_photos(size)

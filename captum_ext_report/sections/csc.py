@@ -100,7 +100,7 @@ def method_factories(
     if patterns:
         methods.update(_pattern_factories(ctx, refit=refit))
     for module, name in (
-        ("captum_ext.deeplift", "DeepLift"),
+        ("captum.attr", "DeepLift"),
         ("captum_ext.deeplift_linear", "DeepLiftLinear"),
         ("captum_ext.deeplift_linear", "DeepLiftAblation"),
         ("captum_ext.contrastive", "ContrastiveLRP"),

@@ -24,7 +24,7 @@ from captum.attr import LayerAttribution, LayerGradCam, Saliency
 
 from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from captum_ext.smooth_relu import smooth_relu
-from captum_ext_report.context import ReportContext, Section
+from captum_ext_report.context import ReportContext, Section, fixed_workload_skip
 from captum_ext_report.plotting import _pyplot, heatmap_grid, markdown_table
 from captum_ext_report.sections._mnist import (
     accuracy,
@@ -156,6 +156,9 @@ def _plot(ctx: ReportContext, rows: list[list]) -> str:
 
 
 def run(ctx: ReportContext) -> Section:
+    skipped = fixed_workload_skip(ctx, KEY, "Complexity vs faithfulness: smooth-ReLU networks")
+    if skipped is not None:
+        return skipped
     start = time.perf_counter()
     betas = BETAS_QUICK if ctx.quick else BETAS_FULL
     epochs = ctx.size(2, 1)
