@@ -110,7 +110,8 @@ class ChainSimulation:
 
     def median(self, kind: str) -> np.ndarray:
         """Median ratio over trials at every depth."""
-        return np.median(self.ratios[kind], axis=0)
+        # no interpolation: two infinite (unresolved) ratios must not average to NaN
+        return np.quantile(self.ratios[kind], 0.5, axis=0, method="inverted_cdf")
 
 
 def _product_ratios(matrices: list[np.ndarray]) -> np.ndarray:
