@@ -24,6 +24,9 @@ KEY = "figure3"
 KINDS = {"A": "pattern A", "W": "weights W", "W*A": "W ⊙ A"}
 
 
+_UNRESOLVED = 1e7  # σ₁/σ₂ beyond this is reported as inf (captum_ext.analysis)
+
+
 def _median(values) -> float:
     # σ₁/σ₂ ratios beyond the eigen-solver's resolution are inf: take the middle value without
     # interpolating between two infinities (which would give NaN).
@@ -57,9 +60,10 @@ def _figure(ctx: ReportContext, spectra: PatternSpectra) -> str:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     width = 0.27
     for offset, (kind, label) in enumerate(KINDS.items()):
-        values = [spectra.full[kind][n] for n in layers]
+        # ratios beyond the solver's resolution are inf: drawn at the resolution limit
+        values = [min(spectra.full[kind][n], _UNRESOLVED) for n in layers]
         axes[0].bar(np.arange(len(layers)) + (offset - 1) * width, values, width, label=label)
-        sliced = [spectra.sliced[kind][n] for n in layers]
+        sliced = [np.minimum(np.asarray(spectra.sliced[kind][n]), _UNRESOLVED) for n in layers]
         positions = np.arange(len(layers)) + (offset - 1) * width
         parts = axes[1].boxplot(sliced, positions=positions, widths=width * 0.9,
                                 patch_artist=True, showfliers=False)  # fmt: skip
