@@ -120,11 +120,17 @@ def test_one_dimensional_maps_are_refused_as_such():
 
 def test_pattern_net_non_finite_advice_names_no_epsilon():
     model = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).double().eval()
-    net = PatternNet(model).fit(torch.rand(16, 3, dtype=torch.float64), progress=False)
+    with torch.no_grad():  # every unit active on positive inputs: the overflow reaches the input
+        for layer in (model[0], model[2]):
+            layer.weight.fill_(0.5)
+            layer.bias.zero_()
+    gen = torch.Generator().manual_seed(0)
+    data = torch.rand(16, 3, dtype=torch.float64, generator=gen)
+    net = PatternNet(model).fit(data, progress=False)
     state = net.patterns_state_dict()
     for name in state:  # finite, but their product overflows
         state[name].fill_(1e200)
     net.load_patterns(state)
     with pytest.raises(FloatingPointError) as info:
-        net.attribute(torch.rand(2, 3, dtype=torch.float64), target=0)
+        net.attribute(torch.rand(2, 3, dtype=torch.float64, generator=gen) + 0.1, target=0)
     assert "epsilon" not in str(info.value) and "stabiliser" not in str(info.value)

@@ -112,7 +112,7 @@ def run(ctx: ReportContext) -> Section:
         list(cs),
         {"AdaptGrad EF": [float(ef[f"AG c={c}"].mean()) for c in cs],
          "Grad EF": [float(ef_grad.mean())] * len(cs)},
-        xlabel="confidence c", ylabel="Expected Frequency (mean over digits)",
+        xlabel="confidence c", ylabel="Expected Frequency (mean over images)",
         title=f"Figure 4 as a sweep: AdaptGrad (N = {n_c}) vs confidence",
     )  # fmt: skip
     fig_n = line_plot(
@@ -121,7 +121,7 @@ def run(ctx: ReportContext) -> Section:
         {"SmoothGrad EF": [float(ef[f"SG N={n}"].mean()) for n in ns],
          "AdaptGrad EF": [float(ef[f"AG N={n}"].mean()) for n in ns],
          "Grad EF": [float(ef_grad.mean())] * len(ns)},
-        xlabel="samples N", ylabel="Expected Frequency (mean over digits)",
+        xlabel="samples N", ylabel="Expected Frequency (mean over images)",
         title="Figure 5 as a sweep: smoothing vs number of samples",
     )  # fmt: skip
     grid = heatmap_grid(
@@ -129,7 +129,7 @@ def run(ctx: ReportContext) -> Section:
         x[: ctx.n_show],
         {"Grad": grad[: ctx.n_show]}
         | {k: v[: ctx.n_show] for k, v in {**c_maps, **n_maps}.items()},
-        title="AdaptGrad over c (Figure 4) and SG/AG over N (Figure 5) on the digits CNN",
+        title=f"AdaptGrad over c (Figure 4) and SG/AG over N (Figure 5) on the {ctx.model_name}",
     )
     rows = [["Grad", float(ef_grad.mean()), sparse["Grad"]]] + [
         [k, float(v.mean()), sparse[k]] for k, v in ef.items()
@@ -145,7 +145,7 @@ def run(ctx: ReportContext) -> Section:
             + " ".join(f"[{k}] {v}" for k, v in CRITERIA.items())
         ),
         finding=(
-            f"{len(x)} digits. ρ(c, EF) = {rho:.2f} → **{c_verdict}**; EF(AG, N=10) − EF(Grad) "
+            f"{len(x)} images. ρ(c, EF) = {rho:.2f} → **{c_verdict}**; EF(AG, N=10) − EF(Grad) "
             f"= {mean:.2e} [{low:.2e}, {high:.2e}] → **{n_verdict}**."
         ),
         confirmed=True if both == {"confirmed"} else False if "not confirmed" in both else None,
