@@ -46,9 +46,10 @@ class Consistency(quantus.LocalLipschitzEstimate):
     ----------
     seed : int
         Seed of the perturbations (one generator per metric object, advanced by every call).
-    nr_samples, perturb_std, normalise, **kwargs
-        As for ``quantus.LocalLipschitzEstimate`` (its defaults: 200 samples, σ = 0.1,
-        explanations normalised by their maximum).
+    **kwargs
+        As for ``quantus.LocalLipschitzEstimate`` (``nr_samples``, ``perturb_std``,
+        ``normalise``; its defaults: 200 samples, σ = 0.1, explanations normalised by their
+        maximum).
     """
 
     name = "Consistency (Local Lipschitz Estimate)"

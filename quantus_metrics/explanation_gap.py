@@ -66,9 +66,11 @@ class ExplanationGap(QuantusDefaults):
     rank, reduce, min_size
         Options of :func:`quantus_metrics.spectral.expected_frequency` (paper convention); both
         maps are reduced and rank-normalised the same way.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments. ``abs`` and ``normalise`` act on the explanations
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``). ``abs`` and
+        ``normalise`` act on the explanations
         (``a_batch``) only, never on the reference, so leave them off unless the reference is
         built the same way.
 

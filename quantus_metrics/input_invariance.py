@@ -83,10 +83,11 @@ class InputShiftInvariance(QuantusDefaults):
         Keyword arguments for the explanation of the shifted network *instead of*
         ``explain_func_kwargs`` (e.g. AdaptGrad's ``bounds`` moved by ``shift``). By default the
         same keyword arguments are used for both networks.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments (``normalise`` is off by default; normalisation is
-        applied to both explanations alike).
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``; ``normalise`` is
+        off by default; normalisation is applied to both explanations alike).
 
     Notes
     -----

@@ -345,9 +345,10 @@ class ExpectedFrequency(QuantusDefaults):
         non-default value with ``convention="paper"`` raises.
     min_size : int
         Smallest accepted height/width.
-    abs, normalise, normalise_func, normalise_func_kwargs, return_aggregate, aggregate_func,
-    default_plot_func, disable_warnings, display_progressbar
-        The ``quantus.Metric`` base arguments.
+    **kwargs
+        The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``normalise_func``,
+        ``normalise_func_kwargs``, ``return_aggregate``, ``aggregate_func``,
+        ``default_plot_func``, ``disable_warnings``, ``display_progressbar``).
 
     Attributes
     ----------
