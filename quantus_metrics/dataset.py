@@ -314,6 +314,9 @@ class _Engine:
             kwargs["seed"] = self._method_seed(method, index)  # type: ignore[arg-type]
         elif method.randomness == "global":
             ctx = keyed_global_rng(self._method_seed(method, index), self.device)  # type: ignore
+        # A private leaf that already requires grad: Captum would otherwise warn on every call
+        # that it switched gradients on for the input (nothing the user can act on).
+        x = x.detach().requires_grad_() if x.is_floating_point() else x
         with ctx:
             out = self._attributions[method.name].attribute(x, target=t, **kwargs)
         if isinstance(out, tuple):
