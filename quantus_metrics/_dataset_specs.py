@@ -22,7 +22,6 @@ import ast
 import importlib
 import inspect
 import random
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,19 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-
-_MASK63 = (1 << 63) - 1
-
-
-def sample_seed(seed: int, sample: int, stream: str) -> int:
-    """A 63-bit seed for one sample and one random stream, independent of how work is split.
-
-    ``numpy.random.SeedSequence`` mixes ``(seed, sample, crc32(stream))`` so that neighbouring
-    samples and streams get unrelated seeds.
-    """
-    entropy = [int(seed) & _MASK63, int(sample) & _MASK63, zlib.crc32(stream.encode())]
-    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
-    return ((int(state[0]) << 32) | int(state[1])) & _MASK63
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 from tqdm.auto import tqdm
 
+from captum_ext.core.randomness import sample_seed
 from quantus_metrics._dataset_io import (
     ImageFolderDataset,
     Item,
@@ -56,7 +57,6 @@ from quantus_metrics._dataset_specs import (
     load_callable,
     resolve_method,
     resolve_metric,
-    sample_seed,
 )
 from quantus_metrics.explain import explain_func_from
 

@@ -18,8 +18,9 @@ pq = pytest.importorskip("pyarrow.parquet")
 from captum.attr import Saliency  # noqa: E402
 
 from captum_ext import SeededNoiseTunnel  # noqa: E402
+from captum_ext.core.randomness import sample_seed  # noqa: E402
 from quantus_metrics import SpectralComplexity  # noqa: E402
-from quantus_metrics._dataset_specs import keyed_global_rng, sample_seed  # noqa: E402
+from quantus_metrics._dataset_specs import keyed_global_rng  # noqa: E402
 from quantus_metrics.dataset import evaluate_dataset  # noqa: E402
 from tests.dataset_fixtures import TinyData, tiny_data, tiny_model  # noqa: E402
 

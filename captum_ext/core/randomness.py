@@ -21,6 +21,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -74,15 +75,18 @@ def derive_seed(seed: int, key: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**63 - 1)
 
 
-_MASK = (1 << 64) - 1
+_MASK63 = (1 << 63) - 1
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for sample ``index`` under ``seed`` (SplitMix64 of the pair; stable)."""
-    z = (seed * 0x9E3779B97F4A7C15 + index + 1) & _MASK
-    for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        z = ((z ^ (z >> shift)) * mult) & _MASK
-    return (z ^ (z >> 31)) >> 1
+def sample_seed(seed: int, index: int, stream: str = "") -> int:
+    """A 63-bit seed for sample ``index`` (and one named ``stream`` of draws) under ``seed``.
+
+    ``numpy.random.SeedSequence`` mixes ``(seed, index, crc32(stream))``, so neighbouring samples
+    and streams get unrelated seeds, and the value never depends on batching or sharding.
+    """
+    entropy = [int(seed) & _MASK63, int(index) & _MASK63, zlib.crc32(stream.encode())]
+    state = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
+    return ((int(state[0]) << 32) | int(state[1])) & _MASK63
 
 
 def sample_generators(
