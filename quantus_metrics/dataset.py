@@ -537,61 +537,47 @@ def evaluate_dataset(
     wanted = None if device is None else torch.device(device)
     rank, world, owns_group, wanted = _setup_distributed(wanted)
     try:
-        return _run(
-            model,
-            dataset,
-            methods,
-            metrics,
-            Path(out),
-            seed,
-            batch_size,
-            num_workers,
-            wanted,
-            bounds,
-            exact,
-            chunk_size,
-            max_batches,
-            confidence,
-            n_resamples,
-            figures,
-            progress,
-            rank,
-            world,
-        )
+        settings = _RunSettings(
+            Path(out), seed, batch_size, num_workers, wanted, bounds, exact, chunk_size,
+            max_batches, confidence, n_resamples, figures, progress, rank, world,
+        )  # fmt: skip
+        return _run(model, dataset, methods, metrics, settings)
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
-def _run(
-    model,
-    dataset,
-    methods,
-    metrics,
-    out,
-    seed,
-    batch_size,
-    num_workers,
-    wanted,
-    bounds,
-    exact,
-    chunk_size,
-    max_batches,
-    confidence,
-    n_resamples,
-    figures,
-    progress,
-    rank,
-    world,
-):
+
+@dataclass(frozen=True)
+class _RunSettings:
+    """The validated options of one :func:`evaluate_dataset` call, and this process's rank."""
+
+    out: Path
+    seed: int
+    batch_size: int
+    num_workers: int
+    wanted: torch.device | None
+    bounds: tuple[float, float] | None
+    exact: bool
+    chunk_size: int
+    max_batches: int | None
+    confidence: float
+    n_resamples: int
+    figures: bool
+    progress: bool
+    rank: int
+    world: int
+
+
+def _run(model, dataset, methods, metrics, run: _RunSettings):
     current = next((p.device for p in model.parameters()), torch.device("cpu"))
-    device = current if wanted is None else wanted
+    device = current if run.wanted is None else run.wanted
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA device is available.")
     if device != current:
         model = copy.deepcopy(model).to(device)  # the user's model stays where it is
-    method_specs = [copy.copy(resolve_method(m, bounds)) for m in methods]  # specs are set up
-    metric_specs = [resolve_metric(m, bounds) for m in metrics]
+    method_specs = [copy.copy(resolve_method(m, run.bounds)) for m in methods]  # specs are set up
+    metric_specs = [resolve_metric(m, run.bounds) for m in metrics]
     names = [m.name for m in method_specs]
     if len(set(names)) != len(names) or len({m.name for m in metric_specs}) != len(metric_specs):
         raise ValueError("method and metric names must be unique (they key the rows).")
@@ -608,9 +594,9 @@ def _run(
         manifest = {
             "format": _FORMAT,
             "n_samples": n,
-            "chunk_size": chunk_size,
-            "seed": seed,
-            "exact": exact,
+            "chunk_size": run.chunk_size,
+            "seed": run.seed,
+            "exact": run.exact,
             "dataset": type(dataset).__name__,
             "model": _model_digest(model),
             "methods": [
@@ -619,45 +605,45 @@ def _run(
             ],
             "metrics": [[m.name, m.randomness] for m in metric_specs],
         }
-        parts = out / "parts"
-        if rank == 0:
+        parts = run.out / "parts"
+        if run.rank == 0:
             parts.mkdir(parents=True, exist_ok=True)
-            path = out / "manifest.json"
+            path = run.out / "manifest.json"
             if not path.exists():
                 path.write_text(json.dumps(manifest, indent=1))
-        _barrier(world)
-        found = json.loads((out / "manifest.json").read_text())
+        _barrier(run.world)
+        found = json.loads((run.out / "manifest.json").read_text())
         if found != json.loads(json.dumps(manifest)):
             raise ValueError(
-                f"{out} holds a run with another configuration "
+                f"{run.out} holds a run with another configuration "
                 f"({_diff(found, manifest)}); choose a new output folder or delete it."
             )
 
         done = done_ranges(parts)
-        chunks = range(rank, math.ceil(n / chunk_size), world)
+        chunks = range(run.rank, math.ceil(n / run.chunk_size), run.world)
         runs = []
         for c in chunks:
-            runs.extend(missing_runs(c * chunk_size, min(n, (c + 1) * chunk_size), done))
-        batches = list(iter_batches(runs, batch_size))
-        if max_batches is not None:
-            batches = batches[:max_batches]
+            runs.extend(missing_runs(c * run.chunk_size, min(n, (c + 1) * run.chunk_size), done))
+        batches = list(iter_batches(runs, run.batch_size))
+        if run.max_batches is not None:
+            batches = batches[:run.max_batches]
         todo = sum(len(b) for b in batches)
 
-        engine = _Engine(model, method_specs, metric_specs, seed, exact, device)
+        engine = _Engine(model, method_specs, metric_specs, run.seed, run.exact, device)
         loader = DataLoader(
             KeyedDataset(dataset),
             batch_sampler=batches,
-            num_workers=num_workers,
+            num_workers=run.num_workers,
             collate_fn=_collate_and_stack,
             pin_memory=device.type == "cuda",
             # its own generator: a DataLoader otherwise draws its base seed from the global RNG
-            generator=torch.Generator().manual_seed(seed),
+            generator=torch.Generator().manual_seed(run.seed),
         )
         bar = tqdm(
             total=todo,
             unit="sample",
-            disable=not progress or rank != 0,
-            desc=f"evaluate (rank 0 of {world})" if world > 1 else "evaluate",
+            disable=not run.progress or run.rank != 0,
+            desc=f"evaluate (rank 0 of {run.world})" if run.world > 1 else "evaluate",
         )
         start = time.perf_counter()
         processed = 0
@@ -672,10 +658,10 @@ def _run(
         for module, mode in saved_modes:
             module.training = mode
 
-    _barrier(world)
+    _barrier(run.world)
     complete = _covered(done_ranges(parts), n)
     result = DatasetResult(
-        out=out,
+        out=run.out,
         complete=complete,
         results=None,
         summary=None,
@@ -683,12 +669,12 @@ def _run(
         processed=processed,
         seconds=seconds,
         compute_seconds=engine.compute_seconds,
-        rank=rank,
-        world_size=world,
+        rank=run.rank,
+        world_size=run.world,
     )
-    if complete and rank == 0:
-        _finish(result, engine, dataset, seed, confidence, n_resamples, figures)
-    _barrier(world)
+    if complete and run.rank == 0:
+        _finish(result, engine, dataset, run.seed, run.confidence, run.n_resamples, run.figures)
+    _barrier(run.world)
     return result
 
 
