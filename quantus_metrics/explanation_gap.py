@@ -26,7 +26,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 
 from quantus_metrics._base import QuantusDefaults
 from quantus_metrics.explain import model_device_dtype
-from quantus_metrics.spectral import _REDUCTIONS, expected_frequency
+from quantus_metrics.spectral import check_reduction, expected_frequency
 
 __all__ = ["ExplanationGap", "gradient_reference"]
 
@@ -112,8 +112,7 @@ class ExplanationGap(QuantusDefaults):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if reduce not in _REDUCTIONS:
-            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}.")
+        check_reduction(reduce)
         if reference_func is not None and not callable(reference_func):
             raise TypeError("reference_func must be callable(model, inputs, targets).")
         self.reference_func = reference_func or gradient_reference

@@ -50,7 +50,14 @@ __all__ = [
     "spectral_complexity",
 ]
 
-_REDUCTIONS = ("sum", "abs_sum", "maxabs")
+REDUCTIONS = ("sum", "abs_sum", "maxabs")
+"""Channel reductions of the spectral metrics."""
+
+
+def check_reduction(reduce: str) -> None:
+    """Raise ``ValueError`` unless ``reduce`` is one of :data:`REDUCTIONS`."""
+    if reduce not in REDUCTIONS:
+        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
 _SCORES = ("expected_frequency", "high_frequency_share")
 _CONVENTIONS = ("paper", "project")
 # quantus.Metric.__call__ has no defaults; quantus.evaluate relies on each metric providing them.
@@ -99,8 +106,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
     """
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}.")
-    if reduce not in _REDUCTIONS:
-        raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}.")
+    check_reduction(reduce)
     if maps.dim() not in (3, 4):
         raise ValueError(
             f"spectral complexity needs image explanations (B, C, H, W) or (B, H, W); got shape "
@@ -390,8 +396,7 @@ class ExpectedFrequency(QuantusDefaults):
             raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-        if reduce not in _REDUCTIONS:
-            raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}.")
+        check_reduction(reduce)
         if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
             raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
         if convention == "paper" and (
