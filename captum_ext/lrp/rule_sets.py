@@ -105,8 +105,17 @@ _SUM_POOL = (
     Addition_Module,  # Captum's residual-addition module
 )
 _BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Padding copies inputs (or adds constants, which take no relevance under the z-rules): the
+# gradient routes relevance back to the copied positions, as for the other routing modules.
+_PADDING = tuple(
+    getattr(nn, f"{kind}Pad{dim}d")
+    for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
+    for dim in (1, 2, 3)
+    if hasattr(nn, f"{kind}Pad{dim}d")
+)
 # Modules whose gradient already routes relevance correctly.
 _ROUTING = (
+    *_PADDING,
     nn.Flatten,
     nn.Unflatten,
     nn.Identity,
