@@ -284,6 +284,25 @@ _SSIM_PARAMETERS = """
 """
 
 
+def _scored_layers(cascade: list[str], evaluate_at: int | list[str] | None) -> list[str]:
+    """The layers of ``cascade`` (randomisation order) after which maps are scored."""
+    if evaluate_at is None:
+        return list(cascade)
+    if isinstance(evaluate_at, int):
+        if evaluate_at >= len(cascade):
+            return list(cascade)
+        picks = np.linspace(0, len(cascade) - 1, evaluate_at).round().astype(int)
+        return [cascade[i] for i in sorted(set(picks.tolist()))]
+    unknown = [name for name in evaluate_at if name not in cascade]
+    if unknown:
+        raise ValueError(
+            f"evaluate_at names layers that are not randomised: {unknown}; randomised layers "
+            f"in randomisation order: {', '.join(cascade)}."
+        )
+    wanted = set(evaluate_at)
+    return [name for name in cascade if name in wanted]
+
+
 @_ssim_docs
 class ModelRandomisationSSIM(_SSIMScoring):
     """Model parameter randomisation test scored with sign-invariant SSIM (Sixt et al., 2020, Fig.
@@ -305,6 +324,12 @@ class ModelRandomisationSSIM(_SSIMScoring):
         Also randomise BatchNorm/GroupNorm/LayerNorm layers (skipped by default).
     layers : sequence of str, optional
         Restrict to these layer names (still in execution order from the output).
+    evaluate_at : int or sequence of str, optional
+        Cascading order only: every layer is still randomised, but explanations are computed
+        and scored only after these layers (names), or after ``evaluate_at`` layers spread
+        evenly over the cascade (the first and the last included). ``None`` (default) scores
+        after every layer. A deep network's cascade then costs ``evaluate_at`` explanations per
+        sample instead of one per layer.
     layout : {"per_sample", "mprt"}
         ``"per_sample"`` (default): one ``{layer: SSIM}`` dict per sample. ``"mprt"``:
         ``quantus.MPRT``'s layout, ``{"original": [...], layer: [...], ...}`` with one list entry
@@ -319,7 +344,8 @@ class ModelRandomisationSSIM(_SSIMScoring):
     Attributes
     ----------
     layer_names : list of str
-        The randomised layers, in randomisation order.
+        The layers after which the maps were scored (all randomised layers unless
+        ``evaluate_at`` is given), in randomisation order.
     confidence_intervals : dict of str to (float, float)
         Bootstrap interval of the mean SSIM per layer after a call.
 
@@ -338,6 +364,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         init: str = "default",
         randomise_norm_layers: bool = False,
         layers: Sequence[str] | None = None,
+        evaluate_at: int | Sequence[str] | None = None,
         layout: str = "per_sample",
         return_average_correlation: bool = False,
         return_last_correlation: bool = False,
@@ -349,6 +376,19 @@ class ModelRandomisationSSIM(_SSIMScoring):
             raise ValueError(f"init must be one of {_INITS}, got {init!r}.")
         if layout not in _LAYOUTS:
             raise ValueError(f"layout must be one of {_LAYOUTS}, got {layout!r}.")
+        if evaluate_at is not None:
+            if order != "cascading":
+                raise ValueError(
+                    "evaluate_at needs order='cascading': with independent randomisation a "
+                    "layer whose map is not scored has no effect."
+                )
+            if isinstance(evaluate_at, int | np.integer) and not isinstance(evaluate_at, bool):
+                if evaluate_at < 1:
+                    raise ValueError(f"evaluate_at must be ≥ 1, got {evaluate_at}.")
+            elif isinstance(evaluate_at, str) or not all(isinstance(n, str) for n in evaluate_at):
+                raise TypeError(
+                    f"evaluate_at takes an int or a sequence of layer names, got {evaluate_at!r}."
+                )
         # A long call (one explanation per layer and batch): a bar on terminals by default.
         kwargs.setdefault("display_progressbar", None)
         if return_average_correlation and return_last_correlation:
@@ -364,7 +404,13 @@ class ModelRandomisationSSIM(_SSIMScoring):
         self.init = init
         self.randomise_norm_layers = randomise_norm_layers
         self.layers = None if layers is None else list(layers)
+        self.evaluate_at = (
+            evaluate_at
+            if evaluate_at is None or isinstance(evaluate_at, int)
+            else list(evaluate_at)
+        )
         self.layer_names: list[str] = []
+        self._cascade: list[str] = []
         self.confidence_intervals: dict[str, tuple[float, float]] = {}
         self._spare_copy: nn.Module | None = None
 
@@ -386,7 +432,8 @@ class ModelRandomisationSSIM(_SSIMScoring):
             executed = [name for name in executed if name in self.layers]
         if not executed:
             raise ValueError(f"{type(module).__name__} has no layer with parameters to randomise.")
-        self.layer_names = executed[::-1]
+        self._cascade = executed[::-1]
+        self.layer_names = _scored_layers(self._cascade, self.evaluate_at)
         # The probe has only run one forward pass in eval mode, which changes nothing: it can
         # serve as the first batch's working copy (one deep copy fewer). A model with modules
         # in train mode (BatchNorm statistics) gets a fresh copy per batch.
@@ -422,17 +469,21 @@ class ModelRandomisationSSIM(_SSIMScoring):
         per_chunk = max(1, _CHUNK_ELEMENTS // max(1, reference.numel()))
         maps: list[torch.Tensor] = []
         scores: list[torch.Tensor] = []
-        for i, name in enumerate(self.layer_names):
+        scored = set(self.layer_names)
+        last = self.layer_names[-1]
+        for name in self._cascade:
             layer = modules[name]
             if independent:
                 saved = [p.detach().clone() for p in layer.parameters(recurse=False)]
             randomise_layer(layer, derive_seed(self.seed, name), self.init)
+            if name not in scored:  # randomised, not explained (evaluate_at)
+                continue
             maps.append(self._raw_maps(randomised, x_batch, y_batch))
             if independent:
                 with torch.no_grad():
                     for param, value in zip(layer.parameters(recurse=False), saved, strict=True):
                         param.copy_(value)
-            if len(maps) == per_chunk or i == len(self.layer_names) - 1:
+            if len(maps) == per_chunk or name == last:
                 scores.append(score(self._normalise(torch.stack(maps))))
                 maps.clear()
             self._bar.update(len(x_batch))

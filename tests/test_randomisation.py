@@ -335,3 +335,39 @@ def test_both_metrics_run_in_quantus_evaluate(cnn32, digits_batch):
     sal = np.mean(results["Saliency"]["RandomLogitSSIM"])
     assert gbp > sal  # Sixt et al. (2020), Fig. 4a: Guided BP is class-insensitive
     assert before.diff(ModelSnapshot.of(cnn32)) == []
+
+
+def test_evaluate_at_randomises_every_layer_but_scores_only_checkpoints(cnn32, digits_batch):
+    # Oracle: the full cascade. Scoring only at checkpoints must give the same per-sample
+    # scores there (every layer above is still randomised), and explain only at checkpoints.
+    x, y = digits_batch
+    full = ModelRandomisationSSIM(seed=5, n_resamples=100)
+    every = full(model=cnn32, x_batch=x, y_batch=y, explain_func=SALIENCY)
+    calls: list[int] = []
+
+    def counting(model, inputs, targets, **kwargs):
+        calls.append(1)
+        return SALIENCY(model=model, inputs=inputs, targets=targets, **kwargs)
+
+    sparse = ModelRandomisationSSIM(seed=5, n_resamples=100, evaluate_at=3)
+    some = sparse(model=cnn32, x_batch=x, y_batch=y, explain_func=counting)
+    cascade = full.layer_names
+    first, middle, last = sparse.layer_names  # spread evenly: both ends and one between
+    assert len(cascade) > 3 and (first, last) == (cascade[0], cascade[-1])
+    assert 0 < cascade.index(middle) < len(cascade) - 1
+    assert len(calls) == 1 + 3  # the reference map and one per checkpoint
+    for mine, reference in zip(some, every, strict=True):
+        for name in sparse.layer_names:
+            assert abs(mine[name] - reference[name]) < 1e-9
+    named = ModelRandomisationSSIM(seed=5, n_resamples=100, evaluate_at=[cascade[1]])
+    one = named(model=cnn32, x_batch=x, y_batch=y, explain_func=SALIENCY)
+    assert [list(s) for s in one] == [[cascade[1]]] * len(x)
+    assert all(abs(s[cascade[1]] - r[cascade[1]]) < 1e-9 for s, r in zip(one, every, strict=True))
+    with pytest.raises(ValueError, match="cascading"):
+        ModelRandomisationSSIM(order="independent", evaluate_at=2)
+    with pytest.raises(ValueError, match="not randomised"):
+        ModelRandomisationSSIM(evaluate_at=["nope"])(
+            model=cnn32, x_batch=x, y_batch=y, explain_func=SALIENCY
+        )
+    with pytest.raises(ValueError, match="≥ 1"):
+        ModelRandomisationSSIM(evaluate_at=0)
