@@ -69,6 +69,7 @@ from captum_ext.lrp.canonizers import (
     MergeBatchNorm,
     SumModule,
 )
+from captum_ext.lrp.functional_layers import lift_functional_layers
 from captum_ext.lrp.rules import GradientRule, LRPRule, PassRule
 
 __all__ = [
@@ -1061,8 +1062,35 @@ def _rewrite(
     return new_modules
 
 
+def _order_as_called(gm: fx.GraphModule) -> None:
+    """Register ``gm``'s submodules in the order the graph first calls them.
+
+    ``fx.GraphModule`` installs a dict root by nesting depth, so a shallow head (``fc``)
+    could precede a deep stem (``features.0.0``) in ``named_modules()``; the rule sets'
+    ``first_map`` ("the first layer") reads that order.
+    """
+    first: dict[str, int] = {}
+    for i, node in enumerate(gm.graph.nodes):
+        if node.op in ("call_module", "get_attr"):
+            parts = str(node.target).split(".")
+            for depth in range(1, len(parts) + 1):
+                first.setdefault(".".join(parts[:depth]), i)
+    for prefix, module in list(gm.named_modules()):
+        children = module._modules
+        if len(children) < 2:
+            continue
+        dotted = f"{prefix}." if prefix else ""
+        order = sorted(children.items(), key=lambda item: first.get(dotted + item[0], len(first)))
+        module._modules = dict(order)
+
+
 def _bn_pairs(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[tuple[str, str]]:
-    """(linear, batchnorm) names where the BatchNorm is the only consumer of the layer."""
+    """(linear, batchnorm) names where the BatchNorm is the only consumer of the layer.
+
+    Hook boundaries of a traced-through layer (e.g. a Conv2d subclass with its own forward)
+    between the two are looked through: on the usual torch.nn layers too, the layer's hooks
+    see the folded output.
+    """
     linear = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
     bn_types = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     pairs = []
@@ -1074,6 +1102,14 @@ def _bn_pairs(graph: fx.Graph, modules: dict[str, nn.Module]) -> list[tuple[str,
         if node.op != "call_module" or not isinstance(modules.get(node.target), bn_types):
             continue
         source = node.args[0] if node.args else None
+        while (
+            isinstance(source, fx.Node)
+            and source.op == "call_module"
+            and isinstance(modules.get(source.target), HookBoundary)
+            and modules[source.target].exit
+            and len(source.users) == 1
+        ):
+            source = source.args[0]
         if (
             isinstance(source, fx.Node)
             and source.op == "call_module"
@@ -1186,9 +1222,11 @@ def _trace(model: nn.Module, n_inputs: int | None, key: tuple) -> fx.GraphModule
             for part in node.target.split("."):
                 obj = getattr(obj, part)
             root[node.target] = obj
+    lift_functional_layers(graph, root, _variables(graph, n_inputs), _source)
     modules = {name: m for name, m in root.items() if isinstance(m, nn.Module)}
     root.update(_rewrite(graph, modules, n_inputs))
     gm = fx.GraphModule(root, graph, class_name=f"LRPTraced{type(model).__name__}")
+    _order_as_called(gm)
     gm.lrp_bn_pairs = _bn_pairs(gm.graph, dict(gm.named_modules()))
     _CACHE[original_module(model)][n_inputs] = (key, gm)
     return gm
