@@ -10,13 +10,14 @@ import time
 import traceback
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from captum_ext_report.context import ReportContext, Section
-from captum_ext_report.render import write_html, write_json, write_markdown
+from captum_ext_report.render import verdict_text, write_html, write_json, write_markdown
 from captum_ext_report.sections import discover
 
 
@@ -121,6 +122,91 @@ def _user_workload(args: argparse.Namespace):
     return images, labels, (low, high)
 
 
+PRESETS = ("efficientnet-lite0", "digits")
+
+
+@dataclass
+class _Workload:
+    model: torch.nn.Module
+    images: torch.Tensor
+    labels: torch.Tensor
+    bounds: tuple[torch.Tensor, torch.Tensor]
+    name: str
+    accuracy: float | None
+    fit_data: torch.Tensor | None = None
+
+
+def _digits_workload(args: argparse.Namespace, device: torch.device) -> _Workload:
+    """The small CNN of Sixt et al. (2020) trained on scikit-learn's 8×8 digits (cached)."""
+    from captum_ext.zoo import DigitsDataset, train_digits_cnn
+
+    result = train_digits_cnn(
+        cache_dir=args.cache_dir, progress=not args.no_progress, device=device
+    )
+    test = DigitsDataset("test")
+    images, labels = test.tensors()
+    origin = "cache" if result.from_cache else "trained"
+    print(f"digits CNN: {100 * result.test_accuracy:.1f} % test accuracy ({origin})")
+    return _Workload(
+        model=result.model,
+        images=images,
+        labels=labels,
+        bounds=test.bounds,
+        name="small CNN on 8×8 digits",
+        accuracy=result.test_accuracy,
+        fit_data=DigitsDataset("train").tensors()[0],
+    )
+
+
+def _real_workload() -> _Workload:
+    """Pretrained EfficientNet-Lite0 on foolbox's 20 labelled ImageNet photos and two
+    scikit-image photos (224×224, TF-Lite input scaling; the `real` extra)."""
+    from captum_ext_report.sections._efficientnet import (
+        BOUNDS,
+        efficientnet_lite0,
+        imagenet_photos,
+        scikit_image_photos,
+    )
+
+    model = efficientnet_lite0()
+    images, labels = imagenet_photos(224)
+    with torch.no_grad():
+        accuracy = float((model(images).argmax(1) == labels).float().mean())
+    photos = scikit_image_photos(224)
+    with torch.no_grad():
+        photo_labels = model(photos).argmax(1)
+    images, labels = torch.cat([images, photos]), torch.cat([labels, photo_labels])
+    print(f"EfficientNet-Lite0: {100 * accuracy:.0f} % top-1 on the 20 labelled ImageNet photos")
+    low, high = (torch.full((3,), value) for value in BOUNDS)
+    return _Workload(
+        model=model,
+        images=images,
+        labels=labels,
+        bounds=(low, high),
+        name="EfficientNet-Lite0 (ImageNet-pretrained) on 20 ImageNet photos + 2 photos",
+        accuracy=accuracy,
+    )
+
+
+def _user_model(args: argparse.Namespace, n_images: int) -> _Workload:
+    model = _load_callable(args.model, "model")()
+    if not isinstance(model, torch.nn.Module):
+        raise SystemExit(f"--model {args.model} returned {type(model).__name__}, not an nn.Module.")
+    if args.weights:
+        model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
+    if args.data is None:
+        raise SystemExit("--model needs --data (a folder of images or 'module:callable').")
+    images, labels, bounds = _user_workload(args)
+    model.eval()
+    images = images[:n_images]
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    # no label given (or -1: an unlabelled image): explain the model's own prediction
+    labels = predicted if labels is None else torch.as_tensor(labels)[:n_images].long()
+    labels = torch.where(labels < 0, predicted, labels)
+    return _Workload(model, images, labels, bounds, name=args.model, accuracy=None)
+
+
 def build_context(args: argparse.Namespace) -> ReportContext:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -129,73 +215,62 @@ def build_context(args: argparse.Namespace) -> ReportContext:
     if out.exists() and not out.is_dir():
         raise SystemExit(f"--out {out} is a file; give a folder.")
     n_images = args.n_images or (16 if args.quick else 64)
-
-    fit_data, default = None, args.model is None
-    if args.model is None:
-        from captum_ext.zoo import DigitsDataset, train_digits_cnn
-
-        result = train_digits_cnn(
-            cache_dir=args.cache_dir, progress=not args.no_progress, device=device
-        )
-        test = DigitsDataset("test")
-        images, labels = test.tensors()
-        fit_data = DigitsDataset("train").tensors()[0]
-        bounds = test.bounds
-        model, name, accuracy = result.model, "small CNN on 8×8 digits", result.test_accuracy
-        origin = "cache" if result.from_cache else "trained"
-        print(f"digits CNN: {100 * accuracy:.1f} % test accuracy ({origin})")
+    preset = args.model or ("digits" if args.quick else "efficientnet-lite0")
+    if preset == "digits":
+        workload = _digits_workload(args, device)
+    elif preset == "efficientnet-lite0":
+        workload = _real_workload()
     else:
-        model = _load_callable(args.model, "model")()
-        if not isinstance(model, torch.nn.Module):
-            raise SystemExit(
-                f"--model {args.model} returned {type(model).__name__}, not an nn.Module."
-            )
-        if args.weights:
-            model.load_state_dict(torch.load(args.weights, map_location="cpu", weights_only=True))
-        if args.data is None:
-            raise SystemExit("--model needs --data (a folder of images or 'module:callable').")
-        name, accuracy = args.model, None
-        images, labels, bounds = _user_workload(args)
-        model.eval()
-        images = images[:n_images]
-        with torch.no_grad():
-            predicted = model(images).argmax(1)
-        # no label given (or -1: an unlabelled image): explain the model's own prediction
-        labels = predicted if labels is None else torch.as_tensor(labels)[:n_images].long()
-        labels = torch.where(labels < 0, predicted, labels)
-    model = model.to(device).eval()
+        workload = _user_model(args, n_images)
+    if preset in PRESETS and (args.data or args.weights):
+        raise SystemExit(
+            f"--data and --weights go with your own --model, not the {preset!r} preset."
+        )
     return ReportContext(
         out_dir=out,
-        model=model,
-        images=images[:n_images].to(device),
-        labels=labels[:n_images].to(device),
-        bounds=(bounds[0].to(device), bounds[1].to(device)),
-        model_name=name,
-        accuracy=accuracy,
+        model=workload.model.to(device).eval(),
+        images=workload.images[:n_images].to(device),
+        labels=workload.labels[:n_images].to(device),
+        bounds=(workload.bounds[0].to(device), workload.bounds[1].to(device)),
+        model_name=workload.name,
+        accuracy=workload.accuracy,
         quick=args.quick,
         device=device,
         progress=not args.no_progress,
         seed=args.seed,
         methods=args.methods.split(",") if args.methods else None,
         metrics=args.metrics.split(",") if args.metrics else None,
-        fit_data=fit_data,
-        extra={"default_model": default},
+        fit_data=workload.fit_data,
+        workload=preset if preset in PRESETS else "user",
     )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m captum_ext_report", description=__doc__)
     parser.add_argument("--out", default="report", help="output folder (default: report/)")
-    parser.add_argument("--quick", action="store_true", help="smoke-run size (about two minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (about two minutes): small sizes; the digits CNN unless --model is set",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--n-images", type=int, default=None, help="test images used (default 64, quick 16)"
+        "--n-images",
+        type=int,
+        default=None,
+        help="images used (default 64, quick 16; the EfficientNet-Lite0 workload has 22)",
     )
     parser.add_argument("--sections", default=None, help="comma-separated section keys to run")
     parser.add_argument("--methods", default=None, help="comma-separated method names to include")
     parser.add_argument("--metrics", default=None, help="comma-separated metric names to include")
-    parser.add_argument("--model", default=None, help="'module:callable' returning your nn.Module")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="'module:callable' returning your nn.Module, or a bundled workload: "
+        "'efficientnet-lite0' (ImageNet-pretrained, the default) or 'digits' (the small CNN of "
+        "Sixt et al. 2020 on 8×8 digits, the default with --quick)",
+    )
     parser.add_argument("--weights", default=None, help="state_dict file for --model")
     parser.add_argument("--data", default=None, help="folder of images or 'module:callable'")
     parser.add_argument("--image-size", type=int, default=224, help="resize for --data folders")
@@ -268,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         section.seconds = time.perf_counter() - t0
         sections.append(section)
+        tqdm.write(f"{module.KEY}: {section.seconds:.0f} s, {verdict_text(section)[:70]}")
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
     header = {
         "model": ctx.model_name,

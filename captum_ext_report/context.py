@@ -56,8 +56,8 @@ class ReportContext:
     out_dir : Path
         Report folder; figures go to ``out_dir / "figures"`` (see :meth:`figure_path`).
     model : nn.Module
-        The classifier under study, eval mode (default: the small CNN of Sixt et al. 2020
-        trained on digits).
+        The classifier under study, eval mode (default: the ImageNet-pretrained
+        EfficientNet-Lite0; with ``--quick`` the small CNN of Sixt et al. 2020 on digits).
     images, labels : torch.Tensor
         Test images ``(N, C, H, W)`` on ``device`` and their labels.
     fit_data : torch.Tensor, optional
@@ -66,6 +66,8 @@ class ReportContext:
         Per-channel ``(low, high)`` value bounds of ``images``.
     quick : bool
         Smoke-run size: sections should use few images, samples and iterations.
+    workload : str
+        ``"efficientnet-lite0"`` or ``"digits"`` (bundled workloads) or ``"user"``.
     """
 
     out_dir: Path
@@ -83,6 +85,7 @@ class ReportContext:
     metrics: list[str] | None = None
     fit_data: torch.Tensor | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    workload: str = "user"
 
     @property
     def pattern_data(self) -> torch.Tensor:
@@ -93,17 +96,42 @@ class ReportContext:
 
     @property
     def is_default_model(self) -> bool:
-        """Whether the report runs on its bundled small CNN (not a user's ``--model``)."""
-        return bool(self.extra.get("default_model", False))
+        """Whether the report runs on a bundled workload (not a user's ``--model``)."""
+        return self.workload != "user"
+
+    @property
+    def is_digits(self) -> bool:
+        """Whether the model is the bundled small CNN on 8×8 digits."""
+        return self.workload == "digits"
 
     @property
     def n_show(self) -> int:
         """How many images heatmap grids show."""
         return min(4 if not self.quick else 3, len(self.images))
 
-    def size(self, full: int, quick: int) -> int:
-        """``full`` normally, ``quick`` in a smoke run."""
-        return quick if self.quick else full
+    @property
+    def large_inputs(self) -> bool:
+        """Whether the images are ImageNet-sized (≥ 64×64 pixels): every explanation then costs
+        a full network's backward pass, and full-run sizes shrink to fit the report's budget."""
+        return self.images.shape[-1] * self.images.shape[-2] >= 64 * 64
+
+    @property
+    def batch_limit(self) -> int:
+        """Most images one forward/backward pass may take: bounds the memory of noise tunnels
+        and path integrals (an ImageNet network keeps ~50 MB of activations per image)."""
+        return 16 if self.large_inputs else 256
+
+    def tunnel_batch(self, n_images: int) -> int:
+        """``nt_samples_batch_size`` that keeps a noise tunnel on ``n_images`` within
+        :attr:`batch_limit`."""
+        return max(1, self.batch_limit // max(1, n_images))
+
+    def size(self, full: int, quick: int, large: int | None = None) -> int:
+        """``full`` normally, ``quick`` in a smoke run, ``large`` (if given) in a full run on
+        large inputs (see :attr:`large_inputs`)."""
+        if self.quick:
+            return quick
+        return large if large is not None and self.large_inputs else full
 
     def figure_path(self, name: str) -> Path:
         """Where a section saves figure ``name`` (``.png`` added); returns the absolute path."""

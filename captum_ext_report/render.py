@@ -16,7 +16,8 @@ from captum_ext_report.context import Section
 _VERDICT = {True: "confirmed", False: "not confirmed", None: "shown (no claim tested)"}
 
 
-def _verdict(section: Section) -> str:
+def verdict_text(section: Section) -> str:
+    """The section's outcome in words (its error, verdict, stated outcome or 'shown')."""
     if section.error:
         return "error: " + section.error
     if section.verdict is not None:
@@ -57,13 +58,13 @@ def write_markdown(path: Path, sections: Sequence[Section], header: dict[str, An
     lines += [f"- **{k}**: {v}" for k, v in header.items()] + [""]
     lines += ["| section | verdict | seconds |", "|---|---|---|"]
     lines += [
-        f"| [{s.title}](#{_anchor(s)}) | {_verdict(s)} | {s.seconds:.1f} |" for s in sections
+        f"| [{s.title}](#{_anchor(s)}) | {verdict_text(s)} | {s.seconds:.1f} |" for s in sections
     ] + [""]
     for s in sections:
         lines += [f'<a id="{_anchor(s)}"></a>', "", f"## {s.title}", ""]
         lines += [f"**Claim.** {s.claim}", "", f"**Finding.** {s.finding}", ""]
         reason = _reason(s)
-        lines += [f"**Verdict:** {_verdict(s)}" + (f" ({reason})" if reason else ""), ""]
+        lines += [f"**Verdict:** {verdict_text(s)}" + (f" ({reason})" if reason else ""), ""]
         lines += [f"- skipped: {item}" for item in s.skipped] + ([""] if s.skipped else [])
         for table in _tables(s):
             lines += [table, ""]
@@ -110,7 +111,7 @@ _CSS = {
 def _css(section: Section) -> str:
     if section.error:
         return "bad"
-    verdict = _verdict(section)
+    verdict = verdict_text(section)
     if verdict in _CSS:
         return _CSS[verdict]
     return "bad" if section.confirmed is False else "ok" if section.confirmed else "na"
@@ -138,7 +139,7 @@ def write_html(path: Path, sections: Sequence[Section], header: dict[str, Any]) 
     for s in sections:
         parts += [
             f"<tr><td><a href='#{_anchor(s)}'>{esc(s.title)}</a></td>"
-            f"<td class='{_css(s)}'><b>{esc(_verdict(s))}</b></td>"
+            f"<td class='{_css(s)}'><b>{esc(verdict_text(s))}</b></td>"
             f"<td>{esc(_reason(s))}</td><td>{s.seconds:.1f}</td></tr>"
         ]
     parts += ["</table><h2 id='contents'>Contents</h2><ol>"]
@@ -152,7 +153,7 @@ def write_html(path: Path, sections: Sequence[Section], header: dict[str, Any]) 
         ]
         reason = _reason(s)
         parts += [
-            f"<p class='{_css(s)}'><b>Verdict: {esc(_verdict(s))}</b>"
+            f"<p class='{_css(s)}'><b>Verdict: {esc(verdict_text(s))}</b>"
             + (f" &mdash; {esc(reason)}" if reason else "")
             + "</p>"
         ]
@@ -181,7 +182,7 @@ def write_json(path: Path, sections: Sequence[Section], header: dict[str, Any]) 
                 "claim": s.claim,
                 "finding": s.finding,
                 "confirmed": s.confirmed,
-                "verdict": _verdict(s),
+                "verdict": verdict_text(s),
                 "verdict_reason": _reason(s),
                 "criteria": []
                 if s.verdict is None

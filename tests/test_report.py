@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from captum_ext_report.__main__ import main, parse_args
+import torch
+
+from captum_ext_report.__main__ import build_context, main, parse_args
 from captum_ext_report.sections import discover
 
 
@@ -59,3 +61,24 @@ def test_own_model_and_data(tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["header"]["model"] == "captum_ext.zoo:SmallCNN"
+
+
+def test_default_workload_is_the_pretrained_network_and_quick_the_digits(tmp_path):
+    # `make demo` (no arguments) studies the ImageNet-pretrained EfficientNet-Lite0 on the 20
+    # labelled ImageNet photos and two photos; `--quick` the digits CNN.
+    ctx = build_context(parse_args(["--no-progress", "--out", str(tmp_path / "a")]))
+    assert ctx.workload == "efficientnet-lite0" and ctx.is_default_model and not ctx.is_digits
+    assert tuple(ctx.images.shape) == (22, 3, 224, 224) and ctx.large_inputs
+    low, high = ctx.bounds
+    assert bool((ctx.images >= low.view(1, 3, 1, 1) - 1e-6).all())
+    assert bool((ctx.images <= high.view(1, 3, 1, 1) + 1e-6).all())
+    assert ctx.accuracy is not None and ctx.accuracy >= 0.8  # 17 of the 20 labelled photos
+    with torch.no_grad():
+        predicted = ctx.model(ctx.images[20:]).argmax(1)
+    assert torch.equal(ctx.labels[20:], predicted)  # unlabelled photos: the model's prediction
+    assert ctx.size(8, 2, large=3) == 3
+    quick = build_context(parse_args(["--quick", "--no-progress", "--out", str(tmp_path / "b")]))
+    assert quick.workload == "digits" and quick.is_digits and not quick.large_inputs
+    assert quick.size(8, 2, large=3) == 2 and len(quick.images) == 16
+    with pytest.raises(SystemExit, match="preset"):
+        main(["--model", "digits", "--data", str(tmp_path), "--out", str(tmp_path / "c")])

@@ -33,3 +33,10 @@ def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
     """foolbox's 20 labelled ImageNet photos at ``size``, TF-Lite scaled, and their labels."""
     images, labels = imagenet_samples(size=size, normalize=False)
     return (images * 255.0 - MEAN) / SCALE, labels
+
+
+@functools.lru_cache(maxsize=4)
+def scikit_image_photos(size: int = 224) -> torch.Tensor:
+    """scikit-image's cat (``chelsea``) and ``coffee`` photos at ``size``, TF-Lite scaled."""
+    images, _ = imagenet_samples(size=size, normalize=False, photos=("chelsea", "coffee"))
+    return (images[-2:] * 255.0 - MEAN) / SCALE

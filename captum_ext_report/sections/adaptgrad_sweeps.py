@@ -70,7 +70,7 @@ def _channelwise(value):
 
 def run(ctx: ReportContext) -> Section:
     start = time.perf_counter()
-    x = ctx.images[: ctx.size(16, 4)]
+    x = ctx.images[: ctx.size(16, 4, large=4)]
     with torch.no_grad():
         y = ctx.model(x).argmax(1)
     saliency = Saliency(ctx.model)
@@ -81,20 +81,34 @@ def run(ctx: ReportContext) -> Section:
     def sg(n: int) -> torch.Tensor:
         return (
             SeededNoiseTunnel(saliency)
-            .attribute(x, nt_samples=n, stdevs=sigma, target=y, abs=False, seed=ctx.seed)
+            .attribute(
+                x,
+                nt_samples=n,
+                nt_samples_batch_size=ctx.tunnel_batch(len(x)),
+                stdevs=sigma,
+                target=y,
+                abs=False,
+                seed=ctx.seed,
+            )
             .detach()
         )
 
     def ag(n: int, c: float = 0.95) -> torch.Tensor:
         return (
             AdaptGrad(saliency, bounds=ctx.bounds, confidence=c)
-            .attribute(x, nt_samples=n, target=y, seed=ctx.seed)
+            .attribute(
+                x,
+                nt_samples=n,
+                nt_samples_batch_size=ctx.tunnel_batch(len(x)),
+                target=y,
+                seed=ctx.seed,
+            )
             .detach()
         )
 
     cs = (0.9, 0.95, 0.99, 0.999) if not ctx.quick else (0.9, 0.999)
-    ns = (5, 10, 20, 50) if not ctx.quick else (2, 10)
-    n_c = ctx.size(20, 4)
+    ns = (2, 10) if ctx.quick else (5, 10, 20) if ctx.large_inputs else (5, 10, 20, 50)
+    n_c = ctx.size(20, 4, large=10)
     c_maps = {f"AG c={c}": ag(n_c, c) for c in cs}
     n_maps = {f"{m} N={n}": (sg(n) if m == "SG" else ag(n)) for n in ns for m in ("SG", "AG")}
     ef = {k: expected_frequency(v.double()) for k, v in {**c_maps, **n_maps}.items()}

@@ -200,14 +200,14 @@ def _has_dense_hidden(model: nn.Module) -> bool:
 
 
 def run(ctx: ReportContext) -> Section:
-    n = ctx.size(3, 1)
+    n = ctx.size(3, 1, large=1)
     x = ctx.images[:n]
     n = len(x)
     with torch.no_grad():
         y = ctx.model(x).argmax(1)
-    grid = (1, 2, 4, 8, 16) if not ctx.quick else (1, 2)
-    n_ref = ctx.size(16, 2)
-    iterations = ctx.size(24, 4)
+    grid = (1, 2) if ctx.quick else (1, 2, 4, 8) if ctx.large_inputs else (1, 2, 4, 8, 16)
+    n_ref = ctx.size(16, 2, large=8)
+    iterations = ctx.size(24, 4, large=8)
     methods = _methods(ctx.bounds)
     results = {
         name: _measure(ctx, ctx.model, x, y, kind, explain, perturb, grid, n_ref, iterations)

@@ -54,7 +54,7 @@ def _pattern_factories(ctx: ReportContext, refit: bool = False) -> dict[str, tup
     if pattern_net is None or pattern_attribution is None:
         return {}
     data = ctx.pattern_data
-    options = {"max_batches": ctx.size(4, 1), "progress": False, "batch_size": 64}
+    options = {"max_batches": ctx.size(4, 1, large=1), "progress": False, "batch_size": 64}
     if refit:
         return {
             "PatternNet": (lambda m: pattern_net(m).fit(data, **options), "sum"),
@@ -213,11 +213,11 @@ CLAIM = (
 
 
 def run(ctx: ReportContext) -> Section:
-    images = ctx.images[: ctx.size(16, 4)]
+    images = ctx.images[: ctx.size(16, 4, large=6)]
     panels: dict[str, dict[str, CSC]] = {}
     skipped: list[str] = []
     workloads = [(ctx.model_name, ctx.model, images, True)]
-    if not ctx.quick and ctx.is_default_model:  # a second, deeper net next to the small CNN
+    if not ctx.quick and ctx.is_digits:  # a second, deeper net next to the small CNN
         natural = F.interpolate(ctx.natural_images[:2], size=(64, 64), mode="area")
         workloads.append(("VGG-16, random init, 64×64", _vgg16(ctx), natural, False))
     for label, model, batch, patterns in workloads:

@@ -97,7 +97,10 @@ def _figure(ctx: ReportContext, spectra: PatternSpectra) -> str:
 def run(ctx: ReportContext) -> Section:
     data = _fit_data(ctx).to(ctx.device)
     fitted = PatternNet(ctx.model).fit(
-        data, max_batches=ctx.size(8, 1), progress=ctx.progress, batch_size=ctx.size(64, 32)
+        data,
+        max_batches=ctx.size(8, 1, large=1),
+        progress=ctx.progress,
+        batch_size=ctx.size(64, 32),
     )
     spectra = pattern_spectra(fitted.patterns_state_dict(), ctx.model)
     confirmed = verdict(spectra)

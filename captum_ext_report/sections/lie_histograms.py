@@ -65,7 +65,7 @@ def _figure(ctx: ReportContext, histograms: dict, layer: str) -> str:
 
 
 def run(ctx: ReportContext) -> Section:
-    images = ctx.images[: ctx.size(8, 2)].detach().cpu().numpy()
+    images = ctx.images[: ctx.size(8, 2, large=4)].detach().cpu().numpy()
     methods = {
         "Gradient": Saliency,
         "LRP-α1β0": lambda m: LRP(m, rule_set=Alpha1Beta0()),

@@ -140,7 +140,7 @@ def build_claim(
 
 
 def run(ctx: ReportContext) -> Section:
-    images = ctx.images[: ctx.size(8, 4)]
+    images = ctx.images[: ctx.size(8, 4, large=4)]
     low, high = (b.to(images) for b in ctx.bounds)
     with torch.no_grad():
         logits = ctx.model(images)
@@ -148,7 +148,7 @@ def run(ctx: ReportContext) -> Section:
     # The "other class": the runner-up logit, so both maps explain a plausible decision.
     other = logits.topk(2, dim=1).indices[:, 1]
     # The float64 zennit check is the expensive part: one image in a quick run.
-    n_check = 1 if ctx.quick else min(len(images), 4)
+    n_check = ctx.size(min(len(images), 4), 1, large=1)
     model64, x64, t64 = (
         copy.deepcopy(ctx.model).double(),
         images[:n_check].double(),

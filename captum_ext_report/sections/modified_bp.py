@@ -27,7 +27,7 @@ KEY = "modified_bp"
 
 def _methods(ctx: ReportContext) -> tuple[dict[str, Any], dict[str, float]]:
     data = ctx.pattern_data
-    batches, batch_size = ctx.size(8, 1), ctx.size(64, 32)
+    batches, batch_size = ctx.size(8, 1, large=1), ctx.size(64, 32)
     start = time.perf_counter()
     methods: dict[str, Any] = {
         "Gradient": lambda x, t: Saliency(ctx.model).attribute(x, target=t, abs=False),
@@ -91,7 +91,7 @@ def _bars(ctx: ReportContext, names: list[str], values: list[float]):
 
 def run(ctx: ReportContext) -> Section:
     methods, fit = _methods(ctx)
-    images = ctx.images[: ctx.size(32, 6)]
+    images = ctx.images[: ctx.size(32, 6, large=8)]
     with torch.no_grad():
         predicted = ctx.model(images).argmax(1)
     n_classes = int(ctx.model(images[:1]).shape[1])

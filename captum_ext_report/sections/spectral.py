@@ -28,7 +28,13 @@ def _maps(ctx: ReportContext, x: torch.Tensor, y: torch.Tensor, samples: int) ->
         with torch.random.fork_rng(devices=[] if x.device.type == "cpu" else [x.device]):
             torch.manual_seed(ctx.seed)
             return NoiseTunnel(saliency).attribute(
-                x, nt_type="smoothgrad", nt_samples=samples, stdevs=sigma, target=y, abs=False
+                x,
+                nt_type="smoothgrad",
+                nt_samples=samples,
+                nt_samples_batch_size=ctx.tunnel_batch(len(x)),
+                stdevs=sigma,
+                target=y,
+                abs=False,
             )
 
     makers = {
@@ -38,10 +44,15 @@ def _maps(ctx: ReportContext, x: torch.Tensor, y: torch.Tensor, samples: int) ->
         # signed like Saliency itself: Saliency's default abs=True would fold the sign away
         # and change the spectrum, so the comparison would not be like for like
         "AdaptGrad": lambda: AdaptGrad(saliency, bounds=ctx.bounds).attribute(
-            x, nt_samples=samples, target=y, seed=ctx.seed, abs=False
+            x,
+            nt_samples=samples,
+            nt_samples_batch_size=ctx.tunnel_batch(len(x)),
+            target=y,
+            seed=ctx.seed,
+            abs=False,
         ),
         "IntegratedGradients": lambda: IntegratedGradients(model).attribute(
-            x, target=y, n_steps=ctx.size(32, 8), internal_batch_size=64
+            x, target=y, n_steps=ctx.size(32, 8, large=16), internal_batch_size=ctx.batch_limit
         ),
         "LRP (EpsilonPlus)": lambda: LRP(model, rule_set=EpsilonPlus()).attribute(x, target=y),
     }
@@ -49,12 +60,12 @@ def _maps(ctx: ReportContext, x: torch.Tensor, y: torch.Tensor, samples: int) ->
 
 
 def run(ctx: ReportContext) -> Section:
-    n = ctx.size(16, 4)
+    n = ctx.size(16, 4, large=6)
     x = ctx.images[:n]
     n = len(x)
     with torch.no_grad():
         y = ctx.model(x).argmax(1)
-    maps = _maps(ctx, x, y, samples=ctx.size(32, 8))
+    maps = _maps(ctx, x, y, samples=ctx.size(32, 8, large=16))
     results = {name: spectral_complexity(m) for name, m in maps.items()}
     rows = [
         [
