@@ -21,7 +21,7 @@ thresholds, the 1 % random seed mask, the clipping of both normalised axes, the 
 of the performance ("keep monotonous") and the exclusion of images whose fully blurred version
 is not less informative, or not less confidently classified, than the original.
 
-This project's own choices (see ``docs/metrics/information_level.md``): the blur is a batched
+This project's own choices (see ``docs/metrics/information-level.md``): the blur is a batched
 pull–push interpolation (Gortler et al., 1996) instead of the reference's Delaunay-linear
 interpolation (scipy ``griddata``), so it runs on any device for a whole batch; information is
 the WebP-lossless size as in the reference, of the image quantised to 8 bits per channel with a
@@ -413,7 +413,7 @@ class SoftmaxInformationCurve(QuantusDefaults):
     """Quantus metric: area under the Softmax Information Curve (Kapishnikov et al., 2019).
 
     The "Information Level" of Zhou et al. (2025, Table 2). Higher is better. See the module
-    docstring for the construction and ``docs/metrics/information_level.md`` for the choices
+    docstring for the construction and ``docs/metrics/information-level.md`` for the choices
     that are this project's own.
 
     Parameters

@@ -53,7 +53,7 @@ def _region_saliency(n: int, seed: int = 1) -> np.ndarray:
 
 
 def _ref_fill(img: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """Pull–push written per image with slicing (see docs/metrics/information_level.md)."""
+    """Pull–push written per image with slicing (see docs/metrics/information-level.md)."""
     vals, wts = [img * known], [known.astype(float)[None]]
     while vals[-1].shape[-1] > 1 or vals[-1].shape[-2] > 1:
         nxt = []
