@@ -53,6 +53,8 @@ __all__ = [
     "PICResult",
     "SoftmaxInformationCurve",
     "compressed_size",
+    "information_curves",
+    "linear_fill",
     "performance_information_curve",
     "pull_push_fill",
 ]
@@ -150,6 +152,37 @@ def pull_push_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(weight > 0, images, filled)
 
 
+def linear_fill(images: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Fill unknown pixels by Delaunay-linear interpolation of the known ones (per image, CPU).
+
+    The interpolation of the reference implementation (PAIR-code ``saliency``): the four corner
+    pixels always count as known, so the triangulation covers the image; every channel is
+    interpolated on the same triangulation. Uses ``scipy.interpolate.griddata``; one image at a
+    time on the CPU, so it is much slower than :func:`pull_push_fill`.
+    """
+    from scipy.interpolate import griddata
+
+    if images.dim() != 4 or not images.is_floating_point():
+        raise ValueError(f"images must be (N, C, H, W) floating point, got {tuple(images.shape)}.")
+    n, c, h, w = images.shape
+    known_all = mask.reshape(n, h, w).cpu().numpy().copy()
+    known_all[:, [0, 0, h - 1, h - 1], [0, w - 1, 0, w - 1]] = True
+    arr = images.detach().cpu().numpy()
+    out = arr.copy()
+    for i in range(n):  # scipy triangulates one point set at a time
+        known = known_all[i]
+        if known.all():
+            continue
+        pts, holes = np.argwhere(known), np.argwhere(~known)
+        values = arr[i][:, known].T  # (points, C)
+        filled = griddata(pts, values, holes, method="linear")
+        out[i][:, holes[:, 0], holes[:, 1]] = filled.T
+    return torch.from_numpy(out).to(device=images.device, dtype=images.dtype)
+
+
+FILLS = {"pullpush": pull_push_fill, "linear": linear_fill}
+
+
 @dataclass
 class PICResult:
     """Performance Information Curves of a batch.
@@ -244,12 +277,12 @@ def _saliency_2d(saliency: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return saliency.sum(1)  # the channel sum; take abs first (abs=True) to rank by magnitude
 
 
-def performance_information_curve(
+def information_curves(
     model: torch.nn.Module,
     x: torch.Tensor | np.ndarray,
     y: torch.Tensor | np.ndarray,
     saliency: torch.Tensor | np.ndarray,
-    curve: str = "softmax",
+    curves: Sequence[str] = CURVES,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     random_fraction: float = 0.01,
     keep_monotonous: bool = True,
@@ -258,8 +291,12 @@ def performance_information_curve(
     seed: int = 0,
     first_index: int = 0,
     random_mask: torch.Tensor | np.ndarray | None = None,
-) -> PICResult:
-    """SIC or AIC of a batch (Kapishnikov et al., 2019); see the module docstring.
+    fill: str = "pullpush",
+) -> dict[str, PICResult]:
+    """SIC and/or AIC of a batch from one set of bokeh images (Kapishnikov et al., 2019).
+
+    Every requested curve is measured on the same blurred images and model outputs, so asking
+    for both costs one pass. See the module docstring and :func:`performance_information_curve`.
 
     Parameters
     ----------
@@ -272,8 +309,8 @@ def performance_information_curve(
     saliency : array-like
         ``(B, H, W)``, ``(B, 1, H, W)`` or ``(B, C, H, W)`` attributions; channels are summed,
         higher means more important.
-    curve : {"softmax", "accuracy"}
-        SIC (softmax probability of the target) or AIC (1 when the arg-max is the target).
+    curves : sequence of {"softmax", "accuracy"}
+        SIC (softmax probability of the target) and/or AIC (1 when the arg-max is the target).
     thresholds : sequence of float
         Strictly increasing fractions in ``(0, 1)`` of top-ranked pixels to reveal.
     random_fraction : float
@@ -290,9 +327,17 @@ def performance_information_curve(
         so it does not depend on batching and is the same for every attribution method.
     random_mask : array-like, optional
         ``(B, H, W)`` boolean masks to use instead of drawing them.
+    fill : {"pullpush", "linear"}
+        How hidden pixels are interpolated: :func:`pull_push_fill` (batched, any device, the
+        default) or :func:`linear_fill` (the reference implementation's Delaunay-linear
+        interpolation; per image on the CPU).
     """
-    if curve not in CURVES:
-        raise ValueError(f"curve must be one of {CURVES}, got {curve!r}.")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {tuple(FILLS)}, got {fill!r}.")
+    fill_func = FILLS[fill]
+    curves = tuple(curves)
+    if not curves or any(c not in CURVES for c in curves):
+        raise ValueError(f"curve must be one of {CURVES}, got {curves!r}.")
     thresholds = _check_thresholds(thresholds)
     if not 0.0 <= random_fraction < 1.0:
         raise ValueError(f"random_fraction must lie in [0, 1), got {random_fraction}.")
@@ -343,8 +388,8 @@ def performance_information_curve(
             torch.tensor(hi, dtype=work, device=device),
         )
 
-    def measure(mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        image = x if mask is None else pull_push_fill(x, mask.reshape(b, h, w))
+    def measure(mask: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image = x if mask is None else fill_func(x, mask.reshape(b, h, w))
         info = torch.as_tensor(compressed_size(_quantise(image, low, high)), dtype=work)
         with torch.no_grad():
             logits = view(image.to(model_dtype))
@@ -352,11 +397,11 @@ def performance_information_curve(
             raise ValueError(
                 f"the model must return (batch, classes) logits, got {tuple(logits.shape)}."
             )
-        if curve == "softmax":
-            perf = logits.double().softmax(1).gather(1, target[:, None])[:, 0]
-        else:
-            perf = (logits.argmax(1) == target).double()
-        return info.to(device), perf.to(work)
+        perf = {
+            "softmax": logits.double().softmax(1).gather(1, target[:, None])[:, 0],
+            "accuracy": (logits.argmax(1) == target).double(),
+        }
+        return info.to(device), {c: perf[c].to(work) for c in curves}
 
     info_orig, perf_orig = measure(None)
     info_blur, perf_blur = measure(rand)
@@ -369,10 +414,36 @@ def performance_information_curve(
         info, perf = measure(reveal)
         infos.append(info)
         perfs.append(perf)
-    info_t, perf_t = torch.stack(infos, 1), torch.stack(perfs, 1)
+    info_t = torch.stack(infos, 1)
+    return {
+        c: _curve(
+            info_orig,
+            info_blur,
+            info_t,
+            perf_orig[c],
+            perf_blur[c],
+            torch.stack([p[c] for p in perfs], 1),
+            min_pred_value,
+            keep_monotonous,
+            thresholds,
+        )  # fmt: skip
+        for c in curves
+    }
 
+
+def _curve(
+    info_orig: torch.Tensor,
+    info_blur: torch.Tensor,
+    info_t: torch.Tensor,
+    perf_orig: torch.Tensor,
+    perf_blur: torch.Tensor,
+    perf_t: torch.Tensor,
+    min_pred_value: float,
+    keep_monotonous: bool,
+    thresholds: tuple[float, ...],
+) -> PICResult:
     reasons = []
-    for i in range(b):
+    for i in range(len(info_orig)):
         if perf_orig[i] < min_pred_value:
             reasons.append(
                 f"performance on the original {float(perf_orig[i]):.4g} < min_pred_value "
@@ -390,7 +461,7 @@ def performance_information_curve(
             )
         else:
             reasons.append("")
-    valid = torch.tensor([r == "" for r in reasons], device=device)
+    valid = torch.tensor([r == "" for r in reasons], device=info_orig.device)
     span_i = torch.where(valid, info_orig - info_blur, torch.ones_like(info_orig))
     span_p = torch.where(valid, perf_orig - perf_blur, torch.ones_like(perf_orig))
     information = ((info_t - info_blur[:, None]) / span_i[:, None]).clamp(0, 1)
@@ -407,6 +478,22 @@ def performance_information_curve(
         reasons=reasons,
         thresholds=thresholds,
     )
+
+
+def performance_information_curve(
+    model: torch.nn.Module,
+    x: torch.Tensor | np.ndarray,
+    y: torch.Tensor | np.ndarray,
+    saliency: torch.Tensor | np.ndarray,
+    curve: str = "softmax",
+    **kwargs: Any,
+) -> PICResult:
+    """SIC (``curve="softmax"``) or AIC (``"accuracy"``) of a batch (Kapishnikov et al., 2019).
+
+    Keyword arguments as for :func:`information_curves` (thresholds, random_fraction,
+    keep_monotonous, min_pred_value, value_range, seed, first_index, random_mask, fill).
+    """
+    return information_curves(model, x, y, saliency, curves=(curve,), **kwargs)[curve]
 
 
 class SoftmaxInformationCurve(QuantusDefaults):
@@ -438,6 +525,9 @@ class SoftmaxInformationCurve(QuantusDefaults):
     seed : int
         Seed of the random masks; sample ``i`` of a call gets the same mask whatever the batch
         size, so methods scored on the same data are compared on the same masks.
+    fill : {"pullpush", "linear"}
+        Interpolation of the hidden pixels: batched pull–push (default, any device) or the
+        reference implementation's Delaunay-linear interpolation (scipy, per image, CPU).
     **kwargs
         The ``quantus.Metric`` base arguments (``abs``, ``normalise``, ``return_aggregate``,
         ``aggregate_func`` (default ``np.nanmean``), ``display_progressbar``, ...). ``abs=True``
@@ -473,12 +563,15 @@ class SoftmaxInformationCurve(QuantusDefaults):
         value_range: tuple[float, float] | None = None,
         on_invalid: str = "nan",
         seed: int = 0,
+        fill: str = "pullpush",
         **kwargs: Any,
     ) -> None:
         super().__init__(**metric_defaults(kwargs, np.nanmean))
         curve = type(self).curve if curve is None else curve
         if curve not in CURVES:
             raise ValueError(f"curve must be one of {CURVES}, got {curve!r}.")
+        if fill not in FILLS:
+            raise ValueError(f"fill must be one of {tuple(FILLS)}, got {fill!r}.")
         if on_invalid not in _INVALID:
             raise ValueError(f"on_invalid must be one of {_INVALID}, got {on_invalid!r}.")
         if not 0.0 <= float(random_fraction) < 1.0:
@@ -495,6 +588,7 @@ class SoftmaxInformationCurve(QuantusDefaults):
         self.value_range = value_range
         self.on_invalid = on_invalid
         self.seed = seed
+        self.fill = fill
         if curve == "accuracy":
             self.name = "Accuracy Information Curve AUC"
         self.reasons: list[str] = []
@@ -529,6 +623,7 @@ class SoftmaxInformationCurve(QuantusDefaults):
             value_range=self.value_range,
             seed=self.seed,
             first_index=self._offset,
+            fill=self.fill,
         )
         self._offset += len(x_batch)
         self.results.append(result)

@@ -17,6 +17,8 @@ from quantus_metrics.information_level import (
     AccuracyInformationCurve,
     SoftmaxInformationCurve,
     curve_auc,
+    information_curves,
+    linear_fill,
     performance_information_curve,
     pull_push_fill,
 )
@@ -188,6 +190,27 @@ def test_fill_keeps_known_pixels_and_is_convex():
     assert torch.allclose(pull_push_fill(const, known[2:3, :9, :9] | True), const)
 
 
+def test_linear_fill_is_exact_on_affine_images():
+    # Delaunay-linear interpolation (the reference's) reproduces an affine image exactly
+    rows, cols = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
+    ramp = np.stack([0.3 * rows - 0.1 * cols + 2.0, 0.05 * cols + 0.2 * rows])[None]
+    known = torch.from_numpy(_masks(1) | _masks(1, seed=8))
+    out = linear_fill(torch.from_numpy(ramp), known)
+    np.testing.assert_allclose(out.numpy(), ramp, atol=1e-9)
+    noise = torch.from_numpy(_images(1))
+    kept = known[0][None].expand(3, SIZE, SIZE)
+    assert torch.equal(linear_fill(noise, known)[0][kept], noise[0][kept])
+
+
+def test_both_curves_in_one_pass_match_separate_calls():
+    model, x = RegionModel().double(), _images(3)
+    y, s = np.zeros(3, dtype=int), _region_saliency(3)
+    both = information_curves(model, x, y, s, seed=4)
+    for curve in ("softmax", "accuracy"):
+        alone = performance_information_curve(model, x, y, s, curve=curve, seed=4)
+        assert torch.equal(both[curve].auc.nan_to_num(-1), alone.auc.nan_to_num(-1))
+
+
 def test_region_attribution_beats_its_reverse():
     model, x = RegionModel().double(), _images(3)
     y = np.zeros(3, dtype=int)
@@ -289,6 +312,7 @@ def test_excluded_images_nan_or_raise():
         ({"random_fraction": 1.0}, "random_fraction"),
         ({"on_invalid": "skip"}, "on_invalid"),
         ({"value_range": (1.0, 1.0)}, "value_range"),
+        ({"fill": "nearest"}, "fill"),
     ],
 )
 def test_bad_options_raise(kwargs, match):
