@@ -397,6 +397,8 @@ def information_curves(
             raise ValueError(
                 f"the model must return (batch, classes) logits, got {tuple(logits.shape)}."
             )
+        if not torch.isfinite(logits).all():
+            raise ValueError("the model returned NaN or infinite logits on a bokeh image.")
         perf = {
             "softmax": logits.double().softmax(1).gather(1, target[:, None])[:, 0],
             "accuracy": (logits.argmax(1) == target).double(),

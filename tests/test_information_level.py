@@ -38,6 +38,11 @@ class RegionModel(nn.Module):
         return torch.stack([logit, torch.zeros_like(logit), -logit], 1)
 
 
+class _InfModel(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 3), float("inf"), dtype=x.dtype)
+
+
 def _images(n: int = 3, channels: int = 3, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     smooth = np.linspace(0, 1, SIZE)[None, None, None, :] * np.ones((n, channels, SIZE, 1))
@@ -334,5 +339,7 @@ def test_bad_inputs_raise():
         performance_information_curve(model, x[:, 0], y, _region_saliency(2))
     with pytest.raises(ValueError, match="random_mask"):
         performance_information_curve(model, x, y, _region_saliency(2), random_mask=_masks(1))
+    with pytest.raises(ValueError, match="infinite logits"):
+        performance_information_curve(_InfModel(), x, y, _region_saliency(2))
     with pytest.raises(TypeError, match="seed"):
         SoftmaxInformationCurve(seed=1.5)
