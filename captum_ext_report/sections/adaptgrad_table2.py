@@ -4,7 +4,10 @@ Every row family of the paper's table — Grad, SG, AG; GI, S-GI, A-GI; IG(W), S
 IG(B), S-IG(B), A-IG(B); NG, S-NG, A-NG — on foolbox's ImageNet photos (``_efficientnet.py``)
 instead of VGG16 / InceptionV3 / ResNet50, scored with Quantus' Sparseness (Chalasani et al.,
 2020; higher = sparser) and, as a second view, the Expected Frequency (Mehrpanah et al., 2025).
-The paper's Information Level (entropy-based, Kapishnikov et al.) is not reproduced.
+The IG rows also get the paper's Information Level: the area under the Softmax Information Curve
+of Kapishnikov et al. (2019) (``quantus_metrics.SoftmaxInformationCurve``; the Accuracy
+Information Curve beside it), pixels ranked by the channel-summed |attribution|, the reference
+implementation's 13 thresholds and 1 % random mask, this project's pull–push bokeh images.
 
 Settings (reduced for a CPU report, paper values in brackets): N noise samples
 (3; the paper's code default 50), IG steps 6, NoiseGrad models M = 2 [10], 3 photos at 112 px,
@@ -28,6 +31,7 @@ from captum_ext_report.context import ReportContext, Section, fixed_workload_ski
 from captum_ext_report.plotting import heatmap_grid, markdown_table
 from captum_ext_report.sections._common import FixedSeed, SignedSaliency, paired_bootstrap
 from captum_ext_report.sections._efficientnet import BOUNDS, efficientnet_lite0, imagenet_photos
+from quantus_metrics.information_level import information_curves
 from quantus_metrics.spectral import expected_frequency
 
 ORDER = 36
@@ -44,12 +48,43 @@ PAPER_SS = {  # Zhou et al. (2025), Table 2, Sparseness: VGG16, InceptionV3, Res
     "NG": (0.5519, 0.5566, 0.5626), "S-NG": (0.5551, 0.5734, 0.5591),
     "A-NG": (0.5823, 0.5917, 0.5738),
 }  # fmt: skip
+IL_FAMILIES = ("IG(W)", "IG(B)")
+IL_CURVES = (("SIC", "softmax"), ("AIC", "accuracy"))
+IL_ROWS = tuple(f"{p}{f}" for f in IL_FAMILIES for p in ("", "S-", "A-"))
+PAPER_IL = {  # Zhou et al. (2025), Table 2, Information Level: VGG16, InceptionV3, ResNet50
+    "IG(W)": (0.5635, 0.6677, 0.5491), "S-IG(W)": (0.5741, 0.7179, 0.5718),
+    "A-IG(W)": (0.5846, 0.7221, 0.5849), "IG(B)": (0.5823, 0.6751, 0.5355),
+    "S-IG(B)": (0.6035, 0.7166, 0.5731), "A-IG(B)": (0.6121, 0.7193, 0.5673),
+}  # fmt: skip
 CRITERION = (
     "Per family F: paired Sparseness difference A-F − S-F over photos; 95 % bootstrap interval "
     "above 0 → confirmed; mean above 0 but interval reaching 0 → partly confirmed; mean ≤ 0 → "
-    "not confirmed. Overall: all five families confirmed → confirmed; at least one family with "
-    "a positive mean → partly confirmed; none → not confirmed."
+    "not confirmed. Information Level (IG(W), IG(B)): the same rule on the paired SIC-AUC "
+    "difference A-F − S-F over the photos both curves score (no such photo → not tested). "
+    "Overall, over the five Sparseness and the two Information Level verdicts: all confirmed "
+    "→ confirmed; at least one with a positive mean → partly confirmed; none → not confirmed."
 )
+
+
+def _family_verdict(m: float, lo: float) -> str:
+    return "confirmed" if lo > 0 else "partly confirmed" if m > 0 else "not confirmed"
+
+
+def _information_level(model, x, y, maps, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """SIC and AIC AUC per photo for the IG rows (NaN where the curve excludes a photo).
+
+    Pixels are ranked by the channel-summed |attribution|; both curves come from one set of
+    bokeh images (pull–push fill, WebP-lossless information over the TF-Lite input range), and
+    every row is scored on the same random masks (keyed to the photo's index and ``seed``).
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name in IL_ROWS:
+        curves = information_curves(
+            model, x, y, maps[name].abs(), curves=("softmax", "accuracy"), value_range=BOUNDS,
+            seed=seed,
+        )  # fmt: skip
+        out[name] = {kind: curves[c].auc.cpu().numpy() for kind, c in IL_CURVES}
+    return out
 
 
 def _methods(model, samples: int, steps: int, n_models: int, seed: int):
@@ -140,12 +175,33 @@ def run(ctx: ReportContext) -> Section:
         a_name = "AG" if family == "Grad" else f"A-{family}"
         diff = torch.from_numpy(sparse[a_name] - sparse[s_name])
         m, lo, hi = paired_bootstrap(diff, gen)
-        verdicts[family] = (
-            "confirmed" if lo > 0 else "partly confirmed" if m > 0 else "not confirmed"
-        )
+        verdicts[family] = _family_verdict(m, lo)
         paper_wins = sum(a > s for a, s in zip(PAPER_SS[a_name], PAPER_SS[s_name]))
         fam_rows.append([family, m, lo, hi, f"{paper_wins}/3", verdicts[family]])
-    values = list(verdicts.values())
+    il_start = time.perf_counter()
+    il = _information_level(model, x, y, maps, ctx.seed)
+    il_seconds = time.perf_counter() - il_start
+    il_rows = [
+        [name, float(np.nanmean(il[name]["SIC"])) if np.isfinite(il[name]["SIC"]).any()
+         else float("nan"), int(np.isfinite(il[name]["SIC"]).sum()),
+         float(np.nanmean(il[name]["AIC"])) if np.isfinite(il[name]["AIC"]).any()
+         else float("nan"), *PAPER_IL[name]]
+        for name in IL_ROWS
+    ]  # fmt: skip
+    il_fam_rows, il_verdicts = [], {}
+    for family in IL_FAMILIES:
+        diff = il[f"A-{family}"]["SIC"] - il[f"S-{family}"]["SIC"]
+        diff = diff[np.isfinite(diff)]
+        paper_wins = sum(a > s for a, s in zip(PAPER_IL[f"A-{family}"], PAPER_IL[f"S-{family}"]))
+        if len(diff) == 0:
+            il_verdicts[family] = "not tested"
+            il_fam_rows.append([family, float("nan"), float("nan"), float("nan"), 0,
+                                f"{paper_wins}/3", "not tested"])  # fmt: skip
+            continue
+        m, lo, hi = paired_bootstrap(torch.from_numpy(diff), gen)
+        il_verdicts[family] = _family_verdict(m, lo)
+        il_fam_rows.append([family, m, lo, hi, len(diff), f"{paper_wins}/3", il_verdicts[family]])
+    values = list(verdicts.values()) + [v for v in il_verdicts.values() if v != "not tested"]
     if all(v == "confirmed" for v in values):
         overall = "confirmed"
     elif any(v != "not confirmed" for v in values):
@@ -161,6 +217,16 @@ def run(ctx: ReportContext) -> Section:
         ["family", "A − S Sparseness", "95 % low", "95 % high", "paper: A > S", "verdict"],
         fam_rows,
     )
+    il_table = markdown_table(
+        ["method", "IL = SIC AUC (mean)", "photos scored", "AIC AUC (mean)", "paper IL VGG16",
+         "paper IL InceptionV3", "paper IL ResNet50"],
+        il_rows,
+    )  # fmt: skip
+    il_family_table = markdown_table(
+        ["family", "A − S IL (SIC AUC)", "95 % low", "95 % high", "photos", "paper: A > S",
+         "verdict"],
+        il_fam_rows,
+    )  # fmt: skip
     grid = heatmap_grid(
         ctx.figure_path("adaptgrad_table2_maps"),
         (x[: min(2, n)] * 0.5 / BOUNDS[1] + 0.5).clamp(0, 1),
@@ -170,23 +236,38 @@ def run(ctx: ReportContext) -> Section:
     )
     return Section(
         key=KEY,
-        title="AdaptGrad Table 2 on EfficientNet-Lite0: Sparseness per method family (Zhou 2025)",
+        title=(
+            "AdaptGrad Table 2 on EfficientNet-Lite0: Sparseness and Information Level per "
+            "method family (Zhou 2025)"
+        ),
         claim=(
             "AdaptGrad gives sparser maps than SmoothGrad in every method family (Grad, GI, "
-            "IG(W), IG(B), NG), with one case slightly worse in the paper. Criterion: " + CRITERION
+            "IG(W), IG(B), NG), with one case slightly worse in the paper, and mostly a higher "
+            "Information Level on the IG rows (the paper: A > S in 5 of 6 model × family "
+            "cells). Criterion: " + CRITERION
         ),
         finding=(
             f"{n} photos at {size} px. Per family (A − S Sparseness): "
             + ", ".join(f"{r[0]} {r[1]:+.4f} [{r[2]:+.4f}, {r[3]:+.4f}] {r[5]}" for r in fam_rows)
-            + f" → **{overall}**. Information Level not reproduced."
+            + ". Information Level (A − S SIC AUC): "
+            + ", ".join(
+                f"{r[0]} {r[1]:+.4f} [{r[2]:+.4f}, {r[3]:+.4f}] on {r[4]} photos {r[6]}"
+                for r in il_fam_rows
+            )
+            + f" → **{overall}**. The paper's IL is on VGG16/InceptionV3/ResNet50 at full "
+            "resolution, ours on EfficientNet-Lite0 at the reduced size: compare directions, "
+            "not levels."
         ),
         confirmed=True if overall == "confirmed" else False if overall == "not confirmed" else None,
         outcome=overall,
         figures=[ctx.relative(grid)],
-        tables=[table, family_table],
+        tables=[table, family_table, il_table, il_family_table],
         numbers={
             "rows": rows,
             "families": fam_rows,
+            "information_level": il_rows,
+            "information_level_families": il_fam_rows,
+            "information_level_seconds": il_seconds,
             "verdict": overall,
             "seconds": time.perf_counter() - start,
         },
