@@ -38,15 +38,17 @@ non-positive matrices; the paper reports that it converges. It does not sum to d
 
 Max pooling passes its gradient (the ``deeplift`` package's default mode), so summation to
 delta holds only approximately on networks with max pooling. Supported leaf modules: linear
-layers, ``nn.ReLU``, max/average pooling, flatten/identity/dropout and BatchNorm (folded into
-the preceding layer); anything else is refused by name before computing.
+layers, the piecewise-linear gates ``nn.ReLU``, ``nn.ReLU6`` and ``nn.Hardtanh`` (RevealCancel
+and Rescale use the gate's own function, so summation to delta still holds), max/average
+pooling, padding, flatten/identity/dropout and BatchNorm (folded into the preceding layer);
+anything else is refused by name before computing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +106,10 @@ _PASS = (
     nn.BatchNorm3d,
     SumModule,
 )
+
+
+# Piecewise-linear gates: RevealCancel and Rescale apply to them as to the ReLU.
+_GATES = (nn.ReLU, nn.Hardtanh)
 
 
 def _apply(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -194,31 +200,56 @@ def _relu_step(x: torch.Tensor) -> torch.Tensor:
     return (x > 0).to(x.dtype)
 
 
-def reveal_cancel_multipliers(
-    z0: torch.Tensor, dz_pos: torch.Tensor, dz_neg: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """RevealCancel multipliers ``(s⁺, s⁻)`` of a ReLU (Shrikumar et al. 2017, eq. in §3.5.3).
+class Gate(NamedTuple):
+    """A piecewise-linear gate: the function and its slope (at a kink: the slope on the side
+    the ReLU convention picks, 0 at the origin)."""
 
-    ``dz_pos ≥ 0`` and ``dz_neg ≤ 0`` are the positive and negative parts of ``z − z0``.
+    function: Callable[[torch.Tensor], torch.Tensor]
+    slope: Callable[[torch.Tensor], torch.Tensor]
+
+
+RELU = Gate(torch.relu, _relu_step)
+
+
+def gate_of(module: nn.Module) -> Gate:
+    """The gate of an ``nn.ReLU`` or ``nn.Hardtanh`` (``nn.ReLU6`` included) module."""
+    if isinstance(module, nn.Hardtanh):
+        low, high = float(module.min_val), float(module.max_val)
+        return Gate(lambda x: x.clamp(low, high), lambda x: ((x > low) & (x < high)).to(x.dtype))
+    if isinstance(module, nn.ReLU):
+        return RELU
+    raise TypeError(f"no gate for {type(module).__name__}; supported: nn.ReLU, nn.Hardtanh/ReLU6.")
+
+
+def reveal_cancel_multipliers(
+    z0: torch.Tensor, dz_pos: torch.Tensor, dz_neg: torch.Tensor, eps: float, gate: Gate = RELU
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """RevealCancel multipliers ``(s⁺, s⁻)`` of a gate (Shrikumar et al. 2017, eq. in §3.5.3;
+    ReLU by default, any piecewise-linear :class:`Gate`).
+
+    ``dz_pos ≥ 0`` and ``dz_neg ≤ 0`` are the positive and negative parts of ``z − z0``;
+    ``s⁺·dz_pos + s⁻·dz_neg = f(z) − f(z0)`` exactly.
     """
-    relu = torch.relu
+    f, slope = gate
     z = z0 + dz_pos + dz_neg
-    dy_pos = 0.5 * (relu(z0 + dz_pos) - relu(z0)) + 0.5 * (relu(z) - relu(z0 + dz_neg))
-    dy_neg = 0.5 * (relu(z0 + dz_neg) - relu(z0)) + 0.5 * (relu(z) - relu(z0 + dz_pos))
-    limit_pos = 0.5 * (_relu_step(z0) + _relu_step(z0 + dz_neg))
-    limit_neg = 0.5 * (_relu_step(z0) + _relu_step(z0 + dz_pos))
+    dy_pos = 0.5 * (f(z0 + dz_pos) - f(z0)) + 0.5 * (f(z) - f(z0 + dz_neg))
+    dy_neg = 0.5 * (f(z0 + dz_neg) - f(z0)) + 0.5 * (f(z) - f(z0 + dz_pos))
+    limit_pos = 0.5 * (slope(z0) + slope(z0 + dz_neg))
+    limit_neg = 0.5 * (slope(z0) + slope(z0 + dz_pos))
     big_pos, big_neg = dz_pos > eps, dz_neg < -eps
     s_pos = torch.where(big_pos, dy_pos / torch.where(big_pos, dz_pos, 1.0), limit_pos)
     s_neg = torch.where(big_neg, dy_neg / torch.where(big_neg, dz_neg, 1.0), limit_neg)
     return s_pos, s_neg
 
 
-def rescale_multiplier(z0: torch.Tensor, z: torch.Tensor, eps: float) -> torch.Tensor:
-    """Rescale multiplier ``Δy/Δz`` of a ReLU (its gradient at ``z`` where ``|Δz| < eps``)."""
+def rescale_multiplier(
+    z0: torch.Tensor, z: torch.Tensor, eps: float, gate: Gate = RELU
+) -> torch.Tensor:
+    """Rescale multiplier ``Δy/Δz`` of a gate (its slope at ``z`` where ``|Δz| < eps``)."""
     dz = z - z0
     big = dz.abs() >= eps
-    ratio = (torch.relu(z) - torch.relu(z0)) / torch.where(big, dz, 1.0)
-    return torch.where(big, ratio, _relu_step(z))
+    ratio = (gate.function(z) - gate.function(z0)) / torch.where(big, dz, 1.0)
+    return torch.where(big, ratio, gate.slope(z))
 
 
 class _State:
@@ -294,11 +325,11 @@ class _State:
         y = out.detach()
         if parts is not None and parts[0] is z and self.method.nonlinear_rule == "reveal_cancel":
             _, part_pos, part_neg, dz_pos, dz_neg = parts
-            s_pos, s_neg = reveal_cancel_multipliers(z0, dz_pos, dz_neg, eps)
+            s_pos, s_neg = reveal_cancel_multipliers(z0, dz_pos, dz_neg, eps, gate_of(module))
             return _SplitReLU.apply(part_pos, part_neg, y, s_pos, s_neg)
         # Rescale: one multiplier for both parts (also when the input's parts are unknown,
         # e.g. after a residual addition: with one part zero RevealCancel reduces to Rescale).
-        return _ScaledReLU.apply(z, y, rescale_multiplier(z0, z.detach(), eps))
+        return _ScaledReLU.apply(z, y, rescale_multiplier(z0, z.detach(), eps, gate_of(module)))
 
 
 def _baselines_for(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
@@ -329,12 +360,13 @@ def _check_modules(model: nn.Module, name: str) -> None:
     for path, module in model.named_modules():
         if next(module.children(), None) is not None and not isinstance(module, SumModule):
             continue
-        if isinstance(module, (*_LINEAR, nn.ReLU, *_PASS)):
+        if isinstance(module, (*_LINEAR, *_GATES, *_PASS)):
             continue
         raise TypeError(
             f"{name} has no rule for module {path or '<root>'!r} of type "
-            f"{type(module).__name__}; it supports linear layers, nn.ReLU, pooling, reshapes, "
-            "dropout and BatchNorm. Use captum.attr.DeepLift for other non-linearities."
+            f"{type(module).__name__}; it supports linear layers, nn.ReLU/ReLU6/Hardtanh, "
+            "pooling, padding, reshapes, dropout and BatchNorm. Use captum.attr.DeepLift for "
+            "other non-linearities."
         )
 
 
@@ -348,8 +380,8 @@ class DeepLiftLinear(DeepLift):
     Parameters
     ----------
     model : nn.Module
-        Network of linear layers, ReLU modules, pooling and reshapes (``nn.ReLU`` modules, not
-        ``F.relu``; in-place ReLUs and BatchNorm are handled by canonizers for the call).
+        Network of linear layers, ReLU/ReLU6/Hardtanh modules, pooling and reshapes (modules,
+        not ``F.relu``; in-place ReLUs and BatchNorm are handled by canonizers for the call).
     nonlinear_rule : {"reveal_cancel", "rescale"}
         Rule at the ReLUs. ``"rescale"`` reproduces Captum's ``DeepLift``.
     multiply_by_inputs : bool
@@ -459,7 +491,7 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
             hook = None
             if isinstance(module, _LINEAR):
                 hook = state.linear_hook
-            elif isinstance(module, nn.ReLU):
+            elif isinstance(module, _GATES):
                 hook = state.relu_hook
             if hook is not None:
                 # prepended, so the caller's own hooks see the rule-routed output

@@ -14,12 +14,12 @@ from quantus_metrics.csc import cosine_similarity_convergence
 D = torch.float64
 
 
-def _mlp(widths, seed=0):
+def _mlp(widths, seed=0, gate=nn.ReLU):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         layers = []
         for n_in, n_out in zip(widths[:-2], widths[1:-1]):
-            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+            layers += [nn.Linear(n_in, n_out), gate()]
         layers.append(nn.Linear(widths[-2], widths[-1]))
         return nn.Sequential(*layers).to(D).eval()
 
@@ -28,7 +28,11 @@ def _relu(v: float) -> float:
     return max(v, 0.0)
 
 
-def _slow_multipliers(model, x, x0, k, ablation=False):
+def _relu6(v: float) -> float:
+    return min(max(v, 0.0), 6.0)
+
+
+def _slow_multipliers(model, x, x0, k, ablation=False, f=_relu, step=None):
     """Input multipliers of a one-hidden-layer ReLU network, element by element.
 
     Linear layer: Δz⁺_i = Σ_j [w_ij Δh_j > 0] w_ij Δh_j, Δz⁻ likewise; RevealCancel at the ReLU;
@@ -48,8 +52,8 @@ def _slow_multipliers(model, x, x0, k, ablation=False):
         dzn = [
             sum(w1[i][j] * dx[j] for j in range(n_in) if w1[i][j] * dx[j] < 0) for i in range(n_hid)
         ]
-        h = [_relu(z0[i] + dzp[i] + dzn[i]) for i in range(n_hid)]
-        h0 = [_relu(v) for v in z0]
+        h = [f(z0[i] + dzp[i] + dzn[i]) for i in range(n_hid)]
+        h0 = [f(v) for v in z0]
         dh = [a - b for a, b in zip(h, h0)]
         # output layer (logits): r⁺ = r⁻ = one-hot
         r_out = [1.0 if c == k else 0.0 for c in range(len(w2))]
@@ -66,15 +70,15 @@ def _slow_multipliers(model, x, x0, k, ablation=False):
         for i in range(n_hid):
             a, p, n = z0[i], dzp[i], dzn[i]
             z = a + p + n
-            step = lambda v: 1.0 if v > 0 else 0.0  # noqa: E731
+            slope = step or (lambda v: 1.0 if v > 0 else 0.0)
             if p > 1e-10:
-                s_pos = (0.5 * (_relu(a + p) - _relu(a)) + 0.5 * (_relu(z) - _relu(a + n))) / p
+                s_pos = (0.5 * (f(a + p) - f(a)) + 0.5 * (f(z) - f(a + n))) / p
             else:
-                s_pos = 0.5 * (step(a) + step(a + n))
+                s_pos = 0.5 * (slope(a) + slope(a + n))
             if n < -1e-10:
-                s_neg = (0.5 * (_relu(a + n) - _relu(a)) + 0.5 * (_relu(z) - _relu(a + p))) / n
+                s_neg = (0.5 * (f(a + n) - f(a)) + 0.5 * (f(z) - f(a + p))) / n
             else:
-                s_neg = 0.5 * (step(a) + step(a + p))
+                s_neg = 0.5 * (slope(a) + slope(a + p))
             r_pos.append(s_pos * g[i])
             r_neg.append(s_neg * g[i])
         row = []
@@ -111,6 +115,26 @@ def test_multipliers_match_slow_reference_positive_and_negative_parts(ablation):
     for mask in (dx > 0, dx < 0, dx == 0):  # the positive, negative and zero parts separately
         assert mask.any()
         torch.testing.assert_close(ours[mask], slow[mask], rtol=1e-12, atol=1e-12)
+
+
+def test_relu6_gate_matches_slow_reference_and_sums_to_delta():
+    # ReLU6 (EfficientNet, MobileNet): RevealCancel with the gate's own function; inputs scaled
+    # so that units saturate above 6 as well as below 0
+    model = _mlp([7, 9, 4], seed=4, gate=nn.ReLU6)
+    gen = torch.Generator().manual_seed(5)
+    x = 6 * torch.randn(6, 7, generator=gen, dtype=D)
+    x0 = 3 * torch.randn(6, 7, generator=gen, dtype=D)
+    with torch.no_grad():
+        hidden = model[0](torch.cat([x, x0]))
+    assert (hidden > 6).any() and (hidden < 0).any()
+    ours = DeepLiftLinear(model, multiply_by_inputs=False).attribute(x, baselines=x0, target=2)
+    slow = _slow_multipliers(
+        model, x, x0, 2, f=_relu6, step=lambda v: 1.0 if 0.0 < v < 6.0 else 0.0
+    )
+    torch.testing.assert_close(ours, slow, rtol=1e-12, atol=1e-12)
+    attr = DeepLiftLinear(model).attribute(x, baselines=x0, target=2)
+    expected = model(x)[:, 2] - model(x0)[:, 2]
+    torch.testing.assert_close(attr.sum(1), expected, rtol=0, atol=1e-12)
 
 
 def test_summation_to_delta_reveal_cancel():

@@ -24,6 +24,9 @@ def test_quick_report_writes_every_section(tmp_path, trained_cnn):
         assert section["claim"] and section["finding"], f"section {key} states no claim/finding"
         for figure in section["figures"]:
             assert (out / figure).stat().st_size > 1000
+    # the cascade really randomises: the gradient's map changes once the logits are random
+    gradient = results["sections"]["sanity"]["numbers"]["cascading"]["Gradient"]
+    assert max(high for _, high in gradient.values()) < 0.99, gradient
     html = (out / "index.html").read_text()
     assert html.count("<h2>") == len(keys) and "data:image/png;base64" in html
     assert (out / "report.md").read_text().startswith("# captum-ext sanity report")
@@ -96,6 +99,7 @@ def test_bundled_efficientnet_uses_plain_layers_with_the_same_function():
         assert torch.equal(original(x[:2]), plain(x[:2]))
     leaves = {type(m) for m in plain.modules() if not list(m.children())}
     assert all(t.__module__.startswith("torch.nn") for t in leaves), leaves
+    assert not any(m.training for m in plain.modules())  # eval mode throughout, as packaged
     assert sum(p.numel() for p in plain.parameters()) == sum(
         p.numel() for p in original.parameters()
     )

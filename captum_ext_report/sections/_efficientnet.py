@@ -52,9 +52,9 @@ def plain_layers(model: nn.Module) -> nn.Module:
                 pad = child.static_padding
                 if not isinstance(pad, nn.ZeroPad2d):
                     pad = nn.Identity()
-                setattr(module, name, nn.Sequential(pad, conv))
+                setattr(module, name, nn.Sequential(pad, conv).train(child.training))
             elif type(child).__name__ == "Identity" and not isinstance(child, nn.Identity):
-                setattr(module, name, nn.Identity())
+                setattr(module, name, nn.Identity().train(child.training))
     return model
 
 

@@ -141,8 +141,8 @@ def build_claim(rows: dict[str, list], control: float | None, skipped: dict[str,
 
 def _reuse_maps(explain, keep: int = 4):
     """``explain`` that returns the stored map when asked again for the same model object,
-    inputs and targets (the two SSIM data ranges score the same maps). The stored entries hold
-    their model, so an id is never reused by another model while its entry exists."""
+    inputs and targets (the two SSIM data ranges score the same maps of an unchanged model).
+    Only for models that are not modified between calls."""
     stored: list[tuple[object, bytes, bytes, np.ndarray]] = []
 
     def cached(model, inputs, targets, **kwargs):
@@ -172,13 +172,16 @@ def run(ctx: ReportContext) -> Section:
     # at a few checkpoints only, the last layer and the input-most layer always among them.
     checkpoints = 3 if ctx.quick else 6 if ctx.large_inputs else None
     for offset, (name, (factory, reduction)) in enumerate(methods.items()):
-        explain = _reuse_maps(explain_func_from(factory))
+        explain = explain_func_from(factory)
+        # not for the cascade: it randomises one model copy in place, so the same model object
+        # gives new maps after every layer
+        reused = _reuse_maps(explain)
         options = {"channel_reduction": reduction, "seed": ctx.seed + offset}
         try:
             ranges = {}
             for data_range in DATA_RANGES:  # same seed, same random logits: maps computed once
                 metric = RandomLogitSSIM(n_resamples=resamples, data_range=data_range, **options)
-                metric(model=ctx.model, x_batch=x, y_batch=y, explain_func=explain)
+                metric(model=ctx.model, x_batch=x, y_batch=y, explain_func=reused)
                 ranges[data_range] = metric
             cascade = ModelRandomisationSSIM(
                 n_resamples=resamples, evaluate_at=checkpoints, **options
