@@ -69,7 +69,7 @@ from captum_ext.lrp.canonizers import (
     MergeBatchNorm,
     SumModule,
 )
-from captum_ext.lrp.functional_layers import lift_functional_layers
+from captum_ext.lrp.functional_layers import FunctionalLayer, lift_functional_layers
 from captum_ext.lrp.rules import GradientRule, LRPRule, PassRule
 
 __all__ = [
@@ -88,6 +88,8 @@ __all__ = [
     "TracingError",
     "Unsupported",
     "UnsupportedRule",
+    "batchnorm_pairs",
+    "hook_points",
     "resolve_rules",
     "trace",
 ]
@@ -701,6 +703,7 @@ class HookBoundary(Routing):
         )
         self._module = (module,)  # a tuple, so it is not registered as a child
         self.exit = exit
+        self.path = ""  # the traced-through module's name in the user's model (tracer sets it)
 
     def forward(self, *values: Any) -> Any:
         # The user's module's hooks as they are now (the graph is cached across calls).
@@ -774,6 +777,7 @@ class _LRPTracer(fx.Tracer):
         while name in taken:
             name, k = f"{base}_{k}", k + 1
         boundary = HookBoundary(m, exit, len(values), source=path)
+        boundary.path = self.path_of_module(m)
         self.extra_modules[boundary] = name
         return self.create_proxy("call_module", name, values, {})
 
@@ -1230,6 +1234,52 @@ def _trace(model: nn.Module, n_inputs: int | None, key: tuple) -> fx.GraphModule
     gm.lrp_bn_pairs = _bn_pairs(gm.graph, dict(gm.named_modules()))
     _CACHE[original_module(model)][n_inputs] = (key, gm)
     return gm
+
+
+def batchnorm_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """``(layer, batchnorm)`` names of ``model`` where the BatchNorm only reads the layer's output.
+
+    Found on the traced graph (so layers named freely, e.g. ``_expand_conv``/``_bn0``, and
+    Conv/Linear subclasses with their own forward are paired too); for the hook-based methods
+    that fold BatchNorm with :class:`~captum_ext.lrp.MergeBatchNorm`. Empty when the model
+    cannot be traced.
+    """
+    try:
+        traced = trace(model, 1)
+    except TracingError:
+        return []
+    if traced is None:
+        return []
+    modules = dict(model.named_modules())
+    pairs = []
+    for layer, bn in traced.lrp_bn_pairs:
+        owner = traced.get_submodule(layer)
+        name = owner.owner if isinstance(owner, FunctionalLayer) else layer
+        if isinstance(modules.get(name), (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            pairs.append((name, bn))
+    return pairs
+
+
+def hook_points(model: nn.Module, name: str, *, output: bool = False) -> list[nn.Module]:
+    """The modules of ``model`` whose forward hooks observe the user's module ``name``.
+
+    On a traced model (or a view of one) a module that is traced through is never called; its
+    inputs pass its entry :class:`HookBoundary` and its output its exit boundary, so a
+    forward pre-hook (``output=False``) or forward hook (``output=True``) goes there. Elsewhere
+    it is the module itself.
+    """
+    module = model.get_submodule(name)
+    graph = getattr(model, "graph", None)
+    if not isinstance(graph, fx.Graph) or any(
+        node.op == "call_module" and node.target == name for node in graph.nodes
+    ):
+        return [module]
+    found = [
+        m
+        for m in model.modules()
+        if isinstance(m, HookBoundary) and m.path == name and m.exit == output
+    ]
+    return found or [module]
 
 
 # --------------------------------------------------------------------------------------------
