@@ -20,7 +20,7 @@ from captum_ext import DeepLiftLinear, PatternAttribution, PatternNet, RectGrad
 from captum_ext.core.linear_input import input_map
 from captum_ext.lrp import LRP, EpsilonPlus
 from quantus_metrics.csc import CSC
-from tests.test_lrp_functional_layers import SameConv, _input, _models
+from tests.test_lrp_functional_layers import SameConv, _input, _models, lite0  # noqa: F401
 
 
 def _mlp6() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -117,3 +117,23 @@ def test_input_map_of_same_padding_reproduces_the_layer():
     x = torch.rand(2, 8, 9, 9, generator=torch.Generator().manual_seed(6))
     pre = input_map(layer)
     torch.testing.assert_close(layer._conv_forward(pre(x), layer.weight, None), layer(x))
+
+
+@pytest.mark.slow
+def test_methods_on_pretrained_efficientnet_lite0(lite0):  # noqa: F811 (the fixture)
+    from captum_ext import ContrastiveExcitationBackprop, ContrastiveLRP
+
+    model, x, y = lite0
+    _, delta = DeepLiftLinear(model.double()).attribute(
+        x.double(), target=y, return_convergence_delta=True
+    )
+    model.float()
+    assert delta.abs().max() < 1e-10  # summation to delta (ReLU6, padding, residuals, BN)
+    for method in (RectGrad(model), ContrastiveLRP(model), ContrastiveExcitationBackprop(model)):
+        assert bool(torch.isfinite(method.attribute(x, target=y)).all())
+    pattern = PatternAttribution(model).fit(x, progress=False)
+    assert bool(torch.isfinite(pattern.attribute(x, target=y)).all())
+    scores = CSC(method=lambda m: LRP(m, rule_set=EpsilonPlus()), n_vectors=2)(
+        model=model, x_batch=x[:1].numpy()
+    )
+    assert len(scores[0]) == 50  # the input and all 49 convolution/linear layers
