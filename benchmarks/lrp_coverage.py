@@ -1,8 +1,10 @@
 """LRP coverage table: which rule sets run on which architecture, conservation, zennit, speed.
 
 For every torchvision architecture of issue #14 (random initialisation, batch 1, 64×64 input
-where the model allows; ``vit_b_16`` is built with ``image_size=64``) and the hand-written
-functional models of :mod:`captum_ext.zoo.functional_models`, on the automatic path:
+where the model allows; ``vit_b_16`` is built with ``image_size=64``), the pretrained ImageNet
+``efficientnet_lite0`` of :mod:`captum_ext.zoo` (``real`` extra; one foolbox photo, 224×224,
+TF-Lite scaling) and the hand-written functional models of
+:mod:`captum_ext.zoo.functional_models`, on the automatic path:
 
 * the number of op modules in the traced graph (functional operations, and the hook points
   at the boundaries of traced-through modules),
@@ -10,8 +12,8 @@ functional models of :mod:`captum_ext.zoo.functional_models`, on the automatic p
   a refused model shows the refusal (operation and reason),
 * the conservation error ``max |Σ R − f_c| / |f_c|`` of bias-free ``Epsilon(1e-30)`` in float64
   (ε and stabiliser 1e-30: randomly initialised deep models have logits down to 1e-14)
-  (all biases, class tokens and position embeddings zeroed; BatchNorm at its initial
-  statistics, i.e. linear without shift; the transformer models use ``CPLRP``, which
+  (all biases, class tokens and position embeddings zeroed; BatchNorm running means zeroed,
+  i.e. a per-channel scaling without shift; the transformer models use ``CPLRP``, which
   conserves, since AttnLRP's softmax rule absorbs relevance by design),
 * the maximum relative difference to zennit's ``EpsilonPlus`` where zennit has a canonizer
   for the architecture (torchvision ResNets, VGG with BatchNorm), float64, BatchNorm ``eps=0``
@@ -59,6 +61,7 @@ TORCHVISION = [
     "swin_t",
     "vit_b_16",
 ]
+PRETRAINED = ["efficientnet_lite0"]
 TRANSFORMERS = {"swin_t", "vit_b_16", "TextTransformer"}
 _ZENNIT = {
     "resnet18": "resnet",
@@ -80,6 +83,13 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, Callable[[torch.dtype], 
             model = TextTransformer(bias=True).eval()
         tokens = torch.randint(0, 40, (1, 12), generator=torch.Generator().manual_seed(seed))
         return model, lambda dtype: tokens
+    if name == "efficientnet_lite0":
+        from captum_ext.zoo import efficientnet_lite0, imagenet_samples
+
+        model = efficientnet_lite0(pretrained=True)
+        images, _ = imagenet_samples(size=224, normalize=False)
+        photo = (images[:1] * 255.0 - 127.0) / 128.0  # the TF-Lite scaling of these weights
+        return model, lambda dtype: photo.to(dtype)
     import torchvision
 
     kwargs: dict[str, Any] = {"weights": None, "num_classes": 10}
@@ -101,9 +111,16 @@ def _image(batch: int, size: int, dtype: torch.dtype) -> torch.Tensor:
 
 
 def bias_free(model: nn.Module) -> nn.Module:
-    """A float64 copy with every bias, class token and position embedding set to zero."""
+    """A float64 copy with every bias, class token, position embedding and BatchNorm running
+    mean set to zero (BatchNorm then scales each channel, without shift)."""
     model = copy.deepcopy(model).double()
     with torch.no_grad():
+        for module in model.modules():
+            if (
+                isinstance(module, nn.modules.batchnorm._BatchNorm)
+                and module.running_mean is not None
+            ):
+                module.running_mean.zero_()
         for name, p in model.named_parameters():
             if name.rsplit(".", 1)[-1] in ("bias", "class_token", "pos_embedding", "in_proj_bias"):
                 p.zero_()
@@ -264,10 +281,20 @@ def retime(out: Path, only: list[str] | None = None) -> list[dict[str, str]]:
 
 def main(only: list[str] | None = None, out: Path | None = None) -> list[dict[str, str]]:
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    names = [*TORCHVISION, *FUNCTIONAL_MODELS, "TextTransformer"]
+    names = [*TORCHVISION, *PRETRAINED, *FUNCTIONAL_MODELS, "TextTransformer"]
     if only:
         names = [n for n in names if n in only]
     rows = []
+    if only and out is not None and out.exists():
+        # Refresh the named rows of an existing table, keep the others (in the usual order).
+        kept = {row["model"]: row for row in _read(out) if row["model"] not in names}
+        order = [*TORCHVISION, *PRETRAINED, *FUNCTIONAL_MODELS, "TextTransformer"]
+        for name in names:
+            kept[name] = coverage_row(name)
+            print(name, flush=True)
+        rows = [kept[n] for n in order if n in kept]
+        _write(out, rows)
+        return rows
     for name in names:
         start = time.perf_counter()
         rows.append(coverage_row(name))
@@ -282,7 +309,7 @@ def _write(out: Path, rows: list[dict[str, str]]) -> None:
     header = (__doc__ or "").split("\n\n", 1)[1].split("\nRun ")[0]
     out.write_text(
         "# LRP coverage (automatic canonization)\n\n"
-        + header.replace("``", "`")
+        + header.replace("``", "`").replace(":mod:", "")
         + "\n"
         + render(rows)
         + "\n"

@@ -38,17 +38,20 @@ non-positive matrices; the paper reports that it converges. It does not sum to d
 
 Max pooling passes its gradient (the ``deeplift`` package's default mode), so summation to
 delta holds only approximately on networks with max pooling. Supported leaf modules: linear
-layers, the piecewise-linear gates ``nn.ReLU``, ``nn.ReLU6`` and ``nn.Hardtanh`` (RevealCancel
-and Rescale use the gate's own function, so summation to delta still holds), max/average
-pooling, padding, flatten/identity/dropout and BatchNorm (folded into the preceding layer);
-anything else is refused by name before computing.
+layers, ``nn.ReLU`` and ``nn.ReLU6``, max/average pooling, padding, flatten/identity/dropout
+and BatchNorm (folded into the preceding layer where the traced graph shows the pair, else
+passed by its gradient, the exact multiplier of an affine map); anything else is refused by
+name before computing. ReLU6 gets the same rules as ReLU with ``f = relu6`` (Rescale
+``Δy/Δz``; RevealCancel's parts; the limits use its derivative, 1 on ``0 < z < 6``). A
+Conv/Linear subclass whose forward pads its input before its own map (TensorFlow "same"
+padding) is handled with the padded input (:func:`captum_ext.core.linear_input.input_map`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -63,13 +66,15 @@ from captum.attr import DeepLift
 from captum.log import log_usage
 from torch import nn
 
+from captum_ext.core.linear_input import PADDING_TYPES, input_map
 from captum_ext.core.modified_backward import (
     ForwardFn,
     modified_backward,
     register_modified_backward,
 )
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
-from captum_ext.lrp.canonizers import SumModule, canonized, default_canonizers
+from captum_ext.lrp.canonizers import MergeBatchNorm, SumModule, canonized, default_canonizers
+from captum_ext.lrp.tracing import batchnorm_pairs
 
 __all__ = ["DeepLiftAblation", "DeepLiftLinear"]
 
@@ -105,11 +110,10 @@ _PASS = (
     nn.BatchNorm2d,
     nn.BatchNorm3d,
     SumModule,
+    *PADDING_TYPES,
 )
-
-
-# Piecewise-linear gates: RevealCancel and Rescale apply to them as to the ReLU.
-_GATES = (nn.ReLU, nn.Hardtanh)
+# The ReLU-type non-linearities and (function, derivative) of each.
+_RELUS = (nn.ReLU, nn.ReLU6)
 
 
 def _apply(module: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -127,7 +131,8 @@ def _transpose(module: nn.Module, shape: torch.Size, weight: torch.Tensor, r: to
         with torch.enable_grad():
             probe = torch.zeros(shape, dtype=r.dtype, device=r.device, requires_grad=True)
             return torch.autograd.grad(_apply(module, probe, weight), probe, r)[0]
-    return _CONV_INPUT[type(module)](
+    conv_input = next(f for t, f in _CONV_INPUT.items() if isinstance(module, t))
+    return conv_input(
         shape, weight, r, module.stride, module.padding, module.dilation, module.groups
     )
 
@@ -200,42 +205,32 @@ def _relu_step(x: torch.Tensor) -> torch.Tensor:
     return (x > 0).to(x.dtype)
 
 
-class Gate(NamedTuple):
-    """A piecewise-linear gate: the function and its slope (at a kink: the slope on the side
-    the ReLU convention picks, 0 at the origin)."""
-
-    function: Callable[[torch.Tensor], torch.Tensor]
-    slope: Callable[[torch.Tensor], torch.Tensor]
+def _relu6_step(x: torch.Tensor) -> torch.Tensor:
+    return ((x > 0) & (x < 6)).to(x.dtype)
 
 
-RELU = Gate(torch.relu, _relu_step)
-
-
-def gate_of(module: nn.Module) -> Gate:
-    """The gate of an ``nn.ReLU`` or ``nn.Hardtanh`` (``nn.ReLU6`` included) module."""
-    if isinstance(module, nn.Hardtanh):
-        low, high = float(module.min_val), float(module.max_val)
-        return Gate(lambda x: x.clamp(low, high), lambda x: ((x > low) & (x < high)).to(x.dtype))
-    if isinstance(module, nn.ReLU):
-        return RELU
-    raise TypeError(f"no gate for {type(module).__name__}; supported: nn.ReLU, nn.Hardtanh/ReLU6.")
+def _activation(module: nn.Module) -> tuple[Any, Any]:
+    return (F.relu6, _relu6_step) if isinstance(module, nn.ReLU6) else (torch.relu, _relu_step)
 
 
 def reveal_cancel_multipliers(
-    z0: torch.Tensor, dz_pos: torch.Tensor, dz_neg: torch.Tensor, eps: float, gate: Gate = RELU
+    z0: torch.Tensor,
+    dz_pos: torch.Tensor,
+    dz_neg: torch.Tensor,
+    eps: float,
+    relu: Any = torch.relu,
+    step: Any = _relu_step,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """RevealCancel multipliers ``(s⁺, s⁻)`` of a gate (Shrikumar et al. 2017, eq. in §3.5.3;
-    ReLU by default, any piecewise-linear :class:`Gate`).
+    """RevealCancel multipliers ``(s⁺, s⁻)`` of a ReLU (Shrikumar et al. 2017, eq. in §3.5.3).
 
     ``dz_pos ≥ 0`` and ``dz_neg ≤ 0`` are the positive and negative parts of ``z − z0``;
-    ``s⁺·dz_pos + s⁻·dz_neg = f(z) − f(z0)`` exactly.
+    ``relu``/``step``: the activation and its derivative (ReLU6: ``F.relu6`` and its step).
     """
-    f, slope = gate
     z = z0 + dz_pos + dz_neg
-    dy_pos = 0.5 * (f(z0 + dz_pos) - f(z0)) + 0.5 * (f(z) - f(z0 + dz_neg))
-    dy_neg = 0.5 * (f(z0 + dz_neg) - f(z0)) + 0.5 * (f(z) - f(z0 + dz_pos))
-    limit_pos = 0.5 * (slope(z0) + slope(z0 + dz_neg))
-    limit_neg = 0.5 * (slope(z0) + slope(z0 + dz_pos))
+    dy_pos = 0.5 * (relu(z0 + dz_pos) - relu(z0)) + 0.5 * (relu(z) - relu(z0 + dz_neg))
+    dy_neg = 0.5 * (relu(z0 + dz_neg) - relu(z0)) + 0.5 * (relu(z) - relu(z0 + dz_pos))
+    limit_pos = 0.5 * (step(z0) + step(z0 + dz_neg))
+    limit_neg = 0.5 * (step(z0) + step(z0 + dz_pos))
     big_pos, big_neg = dz_pos > eps, dz_neg < -eps
     s_pos = torch.where(big_pos, dy_pos / torch.where(big_pos, dz_pos, 1.0), limit_pos)
     s_neg = torch.where(big_neg, dy_neg / torch.where(big_neg, dz_neg, 1.0), limit_neg)
@@ -243,13 +238,13 @@ def reveal_cancel_multipliers(
 
 
 def rescale_multiplier(
-    z0: torch.Tensor, z: torch.Tensor, eps: float, gate: Gate = RELU
+    z0: torch.Tensor, z: torch.Tensor, eps: float, relu: Any = torch.relu, step: Any = _relu_step
 ) -> torch.Tensor:
-    """Rescale multiplier ``Δy/Δz`` of a gate (its slope at ``z`` where ``|Δz| < eps``)."""
+    """Rescale multiplier ``Δy/Δz`` of a ReLU (its gradient at ``z`` where ``|Δz| < eps``)."""
     dz = z - z0
     big = dz.abs() >= eps
-    ratio = (gate.function(z) - gate.function(z0)) / torch.where(big, dz, 1.0)
-    return torch.where(big, ratio, gate.slope(z))
+    ratio = (relu(z) - relu(z0)) / torch.where(big, dz, 1.0)
+    return torch.where(big, ratio, step(z))
 
 
 class _State:
@@ -296,6 +291,10 @@ class _State:
         h0 = self.reference_of(module, h)
         if self.reference or not torch.is_grad_enabled():
             return None
+        # The input the layer's map really reads (padded by a "same"-padding subclass); its
+        # gradient carries the multiplier back to the hook's input.
+        pre = input_map(module)
+        h, h0 = pre(h), pre(h0)
         weight = module.weight.detach()
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
         with torch.no_grad():
@@ -325,11 +324,12 @@ class _State:
         y = out.detach()
         if parts is not None and parts[0] is z and self.method.nonlinear_rule == "reveal_cancel":
             _, part_pos, part_neg, dz_pos, dz_neg = parts
-            s_pos, s_neg = reveal_cancel_multipliers(z0, dz_pos, dz_neg, eps, gate_of(module))
+            s_pos, s_neg = reveal_cancel_multipliers(z0, dz_pos, dz_neg, eps, *_activation(module))
             return _SplitReLU.apply(part_pos, part_neg, y, s_pos, s_neg)
         # Rescale: one multiplier for both parts (also when the input's parts are unknown,
         # e.g. after a residual addition: with one part zero RevealCancel reduces to Rescale).
-        return _ScaledReLU.apply(z, y, rescale_multiplier(z0, z.detach(), eps, gate_of(module)))
+        s = rescale_multiplier(z0, z.detach(), eps, *_activation(module))
+        return _ScaledReLU.apply(z, y, s)
 
 
 def _baselines_for(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
@@ -357,17 +357,25 @@ def _baselines_for(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
 
 
 def _check_modules(model: nn.Module, name: str) -> None:
+    # Children of a linear layer (a "same"-padding subclass's padding) run inside its forward,
+    # which input_map checks as a whole.
+    inside = tuple(f"{path}." for path, m in model.named_modules() if isinstance(m, _LINEAR))
     for path, module in model.named_modules():
         if next(module.children(), None) is not None and not isinstance(module, SumModule):
             continue
-        if isinstance(module, (*_LINEAR, *_GATES, *_PASS)):
+        if path.startswith(inside):
+            continue
+        if isinstance(module, (*_LINEAR, *_RELUS, *_PASS)):
             continue
         raise TypeError(
             f"{name} has no rule for module {path or '<root>'!r} of type "
-            f"{type(module).__name__}; it supports linear layers, nn.ReLU/ReLU6/Hardtanh, "
-            "pooling, padding, reshapes, dropout and BatchNorm. Use captum.attr.DeepLift for "
-            "other non-linearities."
+            f"{type(module).__name__}; it supports linear layers, nn.ReLU/ReLU6, pooling, "
+            "padding, reshapes, dropout and BatchNorm. Use captum.attr.DeepLift for other "
+            "non-linearities."
         )
+    for path, module in model.named_modules():
+        if isinstance(module, _LINEAR):
+            input_map(module, path)  # refuses an overridden forward it cannot follow
 
 
 class DeepLiftLinear(DeepLift):
@@ -380,8 +388,8 @@ class DeepLiftLinear(DeepLift):
     Parameters
     ----------
     model : nn.Module
-        Network of linear layers, ReLU/ReLU6/Hardtanh modules, pooling and reshapes (modules,
-        not ``F.relu``; in-place ReLUs and BatchNorm are handled by canonizers for the call).
+        Network of linear layers, ReLU modules, pooling and reshapes (``nn.ReLU`` modules, not
+        ``F.relu``; in-place ReLUs and BatchNorm are handled by canonizers for the call).
     nonlinear_rule : {"reveal_cancel", "rescale"}
         Rule at the ReLUs. ``"rescale"`` reproduces Captum's ``DeepLift``.
     multiply_by_inputs : bool
@@ -485,13 +493,18 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
     model = method.model
     state = _State(method)
     with ExitStack() as stack:
-        stack.enter_context(canonized(model, default_canonizers()))
+        pairs = batchnorm_pairs(model)  # BatchNorm pairs of any naming, from the traced graph
+        canonizers = [
+            MergeBatchNorm(pairs) if isinstance(c, MergeBatchNorm) else c
+            for c in default_canonizers()
+        ]
+        stack.enter_context(canonized(model, canonizers))
         _check_modules(model, type(method).__name__)
         for module in model.modules():
             hook = None
             if isinstance(module, _LINEAR):
                 hook = state.linear_hook
-            elif isinstance(module, _GATES):
+            elif isinstance(module, _RELUS):
                 hook = state.relu_hook
             if hook is not None:
                 # prepended, so the caller's own hooks see the rule-routed output

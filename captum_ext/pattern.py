@@ -19,7 +19,15 @@ A zero denominator divides by 1. The backward pass replaces each layer's transpo
 PatternNet r_in = Aᵀ r_out, PatternAttribution r_in = (W ⊙ A)ᵀ r_out; ReLU gating and max-pool
 routing stay those of the gradient; the result is not multiplied by the input. BatchNorm is
 folded into the preceding layer (``captum_ext.lrp.canonizers.MergeBatchNorm``) while fitting
-and attributing.
+and attributing; the pairs are read from the model's traced graph (any names) besides
+``nn.Sequential`` neighbours and ``conv<k>``/``bn<k>`` attributes.
+
+ReLU6 (MobileNet, EfficientNet-Lite) is treated as a ReLU: the ``"relu"`` estimator counts a
+unit as active where its pre-activation is positive, and the backward gates by ReLU6's own
+derivative, which also closes the units saturated above 6. A Conv/Linear subclass whose forward
+pads its input and then applies its own map (TensorFlow "same" padding) is handled with the
+padded input (see :func:`captum_ext.core.linear_input.input_map`); other overridden forwards
+are refused by name.
 """
 
 from __future__ import annotations
@@ -42,9 +50,11 @@ from captum_ext.core.canonization import MergeBatchNorm, canonized
 from captum_ext.core.gradients import modified_gradients
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.isolation import isolated_call, model_view
+from captum_ext.core.linear_input import input_map
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int
+from captum_ext.lrp.tracing import batchnorm_pairs
 
 __all__ = ["PatternNet", "PatternAttribution"]
 
@@ -62,6 +72,7 @@ def _pattern_layers(model: nn.Module) -> dict[str, nn.Module]:
                     f"layer {name!r} (Conv2d) uses padding_mode={module.padding_mode!r}; "
                     "PatternNet supports zero padding only."
                 )
+            input_map(module, name)  # refuses an overridden forward it cannot follow
             layers[name] = module
         elif not isinstance(module, _FOLDED_TYPES) and any(
             True for _ in module.parameters(recurse=False)
@@ -81,7 +92,7 @@ def _folded_batchnorm(model: nn.Module) -> Iterator[None]:
     if not any(isinstance(m, _FOLDED_TYPES) for m in model.modules()):
         yield
         return
-    with canonized(model, [MergeBatchNorm()]):
+    with canonized(model, [MergeBatchNorm(batchnorm_pairs(model))]):
         yield
 
 
@@ -298,7 +309,7 @@ class _PatternBase(ReprFromInit, GradientAttribution):
     @staticmethod
     def _fit_hook(stats: _Statistics) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
-            stats.update(args[0], output)
+            stats.update(input_map(module)(args[0]), output)
 
         return hook
 
@@ -356,7 +367,8 @@ class _PatternBase(ReprFromInit, GradientAttribution):
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> Any:
             if not torch.is_grad_enabled():
                 return output
-            return _BackwardWith.apply(args[0], output.detach(), matrix, module)
+            x = input_map(module)(args[0])  # the input the layer's map really reads
+            return _BackwardWith.apply(x, output.detach(), matrix, module)
 
         return hook
 

@@ -4,12 +4,18 @@ Kim, Seo, Jeon, Koo, Choe and Jeon, "Why are Saliency Maps Noisy? Cause of and S
 Noisy Saliency Maps", arXiv:1902.04893 (2019); analysed as a modified backward pass in Sixt,
 Granz and Landgraf, "When Explanations Lie: Why Many Modified BP Attributions Fail", ICML 2020.
 
-At every ``nn.ReLU`` the backward pass computes the importance ``a ⊙ g`` of each unit (ReLU
-output ``a`` times incoming gradient ``g``) and keeps ``g`` only where the importance is strictly
-above a threshold τ: by default τ is the per-sample ``percentile``-th percentile of the
-importance over all non-batch axes ('nearest' interpolation, as the authors' TensorFlow code),
-or a constant ``threshold``. The ReLU's own derivative (``a > 0``) is applied as usual, so a
-threshold of ``-inf`` reproduces the plain gradient exactly.
+At every ``nn.ReLU`` (and ``nn.ReLU6``, see below) the backward pass computes the importance
+``a ⊙ g`` of each unit (ReLU output ``a`` times incoming gradient ``g``) and keeps ``g`` only
+where the importance is strictly above a threshold τ: by default τ is the per-sample
+``percentile``-th percentile of the importance over all non-batch axes ('nearest'
+interpolation, as the authors' TensorFlow code), or a constant ``threshold``. The ReLU's own
+derivative (``a > 0``) is applied as usual, so a threshold of ``-inf`` reproduces the plain
+gradient exactly.
+
+``nn.ReLU6`` (MobileNet, EfficientNet-Lite) is a ReLU whose output is also clipped at 6, so it
+is a gate of the same kind and is rectified the same way: importance ``a ⊙ g`` with its output
+``a``, and its own derivative (1 on ``0 < x < 6``, else 0) applied by autograd. Other
+activations (GELU, SiLU, Hardswish, …) are not gates and keep their plain gradient.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from captum_ext.core.reprs import ReprFromInit
 
 __all__ = ["RectGrad"]
 
+# The ReLU-type gates RectGrad rectifies (module docstring).
+_GATES = (nn.ReLU, nn.ReLU6)
+
 
 class _Rectify(torch.autograd.Function):
     """Identity in the forward pass; zeroes the gradient of unimportant units in the backward."""
@@ -59,7 +68,8 @@ class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
     Parameters
     ----------
     model : nn.Module
-        Model whose ReLUs are ``nn.ReLU`` modules (in-place and reused modules are fine).
+        Model whose ReLUs are ``nn.ReLU`` or ``nn.ReLU6`` modules (in-place and reused modules
+        are fine).
     percentile : float, default 98.0
         q in [0, 100]: per sample and per ReLU, keep the gradient of the units whose importance
         (activation × gradient) is strictly above the q-th percentile ('nearest' interpolation)
@@ -127,7 +137,7 @@ class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
     def _register_hooks(self, module: nn.Module) -> None:
         # A forward hook wraps each ReLU output in _Rectify: every call gets its own autograd
         # node with its own activation, so reused and in-place ReLUs are handled correctly.
-        if isinstance(module, nn.ReLU):
+        if isinstance(module, _GATES):
             self.backward_hooks.append(module.register_forward_hook(self._forward_hook))
 
     def _forward_hook(self, module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
@@ -177,6 +187,6 @@ class RectGrad(ReprFromInit, ModifiedReluGradientAttribution):
 @contextmanager
 def _rectgrad_backward(method: RectGrad) -> Iterator[ForwardFn]:
     # The generic ReLU-hook mechanism of the core, after checking there are ReLUs to hook.
-    require_relu_modules(method.model, "RectGrad")
+    require_relu_modules(method.model, "RectGrad", _GATES)
     with relu_hooks(method) as forward:
         yield forward

@@ -37,6 +37,7 @@ from captum_ext.core.modified_backward import supported_methods
 from captum_ext.core.modules import model_device_dtype, model_of, unwrap_model
 from captum_ext.core.randomness import DEFAULT_SEED, keyed_normal, make_generator, sample_generators
 from captum_ext.core.validation import check_finite, check_positive_int
+from captum_ext.lrp.tracing import hook_points
 from quantus_metrics._base import (
     NORM_TYPES,
     QuantusDefaults,
@@ -260,11 +261,13 @@ def cosine_similarity_convergence(
         with modified_backward(method) as forward:
             # The forward runs a private view of the model: hook the view's modules.
             view = forward.module
-            modules = dict(view.named_modules())
             for name in traced:
-                handles.append(modules[name].register_forward_pre_hook(capture_input(name)))
+                # a traced-through module (LRP's traced copy) is observed at its boundaries
+                for point in hook_points(view, name):
+                    handles.append(point.register_forward_pre_hook(capture_input(name)))
             if layer is not None:
-                handles.append(modules[layer].register_forward_hook(capture_output))
+                for point in hook_points(view, layer, output=True):
+                    handles.append(point.register_forward_hook(capture_output))
             extra = () if additional_forward_args is None else additional_forward_args
             extra = extra if isinstance(extra, tuple) else (extra,)
             output = forward(repeated, *extra)

@@ -10,8 +10,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.lrp_coverage import bias_free, build, coverage_row, render, zennit_agreement
-from captum_ext.lrp import LRP, Epsilon, EpsilonPlus
+from benchmarks.lrp_coverage import (
+    _conservation,
+    _runs,
+    bias_free,
+    build,
+    coverage_row,
+    render,
+    zennit_agreement,
+)
+from captum_ext.lrp import LRP, AttnLRP, Epsilon, EpsilonGammaBox, EpsilonPlus
 from captum_ext.lrp.tracing import TracingError
 
 # One model per kind of functional code: residual additions (resnet18), channel shuffle with
@@ -39,6 +47,21 @@ def test_bias_free_lrp0_conserves_on_torchvision_models(name):
     f = exact(x)[:, 0].detach()
     error = ((relevance.sum((1, 2, 3)) - f).abs() / f.abs()).max()
     assert error < 1e-6, f"{name}: relative conservation error {error:.2e}"
+
+
+@pytest.mark.slow
+def test_pretrained_efficientnet_lite0_row():
+    # Real weights (BatchNorm with running means, eps=1e-3, ReLU6, TF "same" padding done by a
+    # Conv2d subclass): the three rule sets run finite, bias-free LRP-0 conserves in float64.
+    pytest.importorskip("efficientnet_lite_pytorch")
+    try:
+        model, make_input = build("efficientnet_lite0")
+    except ImportError as err:  # the `real` extra's weights or images are missing
+        pytest.skip(str(err))
+    x = make_input(torch.float32)
+    for rule_set in (EpsilonPlus(), EpsilonGammaBox(-1.0, 1.0), AttnLRP()):
+        assert _runs(model, rule_set, x) == "✓"
+    assert float(_conservation("efficientnet_lite0", model, make_input)) < 1e-6
 
 
 def test_resnet18_agrees_with_zennit():

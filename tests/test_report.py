@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import torch
 
 from captum_ext_report.__main__ import build_context, main, parse_args

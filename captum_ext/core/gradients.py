@@ -53,11 +53,14 @@ def modified_gradients(
     return is_tuple, grads
 
 
-def require_relu_modules(model: nn.Module, method: str) -> None:
-    """Raise ``TypeError`` if ``model`` has no ``nn.ReLU`` modules (functional ReLUs only)."""
-    if not any(isinstance(m, nn.ReLU) for m in model.modules()):
+def require_relu_modules(
+    model: nn.Module, method: str, types: tuple[type, ...] = (nn.ReLU,)
+) -> None:
+    """Raise ``TypeError`` if ``model`` has no module of ``types`` (functional ReLUs only)."""
+    if not any(isinstance(m, types) for m in model.modules()):
+        names = " / ".join(f"torch.nn.{t.__name__}" for t in types)
         raise TypeError(
-            f"{method} found no torch.nn.ReLU module in {type(model).__name__}; its ReLUs are "
+            f"{method} found no {names} module in {type(model).__name__}; its ReLUs are "
             "probably functional (F.relu / torch.relu), which cannot be hooked. Replace them by "
             "nn.ReLU modules (one per use or a shared one) and call again."
         )

@@ -40,6 +40,7 @@ class FunctionalLayer:
 
     op: str = ""
     source: str = ""
+    owner: str = ""  # name of the model's module whose parameters the call reads
 
     def _share(self, weight: nn.Parameter, bias: nn.Parameter | None) -> None:
         nn.Module.__init__(self)  # type: ignore[arg-type]
@@ -190,6 +191,7 @@ def lift_functional_layers(
         layer = cls(weight, bias, **values)
         layer.op = f"F.{node.target.__name__}"
         layer.source = source(node)
+        layer.owner = owner
         root[name] = layer
         with graph.inserting_after(node):
             call = graph.call_module(name, (node.args[0],))
