@@ -84,21 +84,3 @@ def test_default_workload_is_the_pretrained_network_and_quick_the_digits(tmp_pat
     assert quick.size(8, 2, large=3) == 2 and len(quick.images) == 16
     with pytest.raises(SystemExit, match="preset"):
         main(["--model", "digits", "--data", str(tmp_path), "--out", str(tmp_path / "c")])
-
-
-def test_bundled_efficientnet_uses_plain_layers_with_the_same_function():
-    # The report's EfficientNet-Lite0 writes the package's padding convolutions as
-    # Sequential(ZeroPad2d, Conv2d) sharing the parameters: same logits, plain torch.nn leaves.
-    from captum_ext.zoo import efficientnet_lite0 as packaged
-    from captum_ext_report.sections._efficientnet import efficientnet_lite0, imagenet_photos
-
-    x, _ = imagenet_photos(224)
-    original, plain = packaged(pretrained=True), efficientnet_lite0()
-    with torch.no_grad():
-        assert torch.equal(original(x[:2]), plain(x[:2]))
-    leaves = {type(m) for m in plain.modules() if not list(m.children())}
-    assert all(t.__module__.startswith("torch.nn") for t in leaves), leaves
-    assert not any(m.training for m in plain.modules())  # eval mode throughout, as packaged
-    assert sum(p.numel() for p in plain.parameters()) == sum(
-        p.numel() for p in original.parameters()
-    )
