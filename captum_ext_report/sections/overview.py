@@ -23,7 +23,7 @@ def run(ctx: ReportContext) -> Section:
     methods = {
         "Saliency": lambda x, t: Saliency(model).attribute(x, target=t, abs=False),
         "IntegratedGradients": lambda x, t: IntegratedGradients(model).attribute(
-            x, target=t, n_steps=32, internal_batch_size=ctx.batch_limit
+            x, target=t, n_steps=ctx.size(32, 32, large=16), internal_batch_size=ctx.batch_limit
         ),
         "InputXGradient": lambda x, t: InputXGradient(model).attribute(x, target=t),
         "LRP EpsilonPlus": lambda x, t: LRP(model, rule_set=EpsilonPlus()).attribute(x, target=t),
