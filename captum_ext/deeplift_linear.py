@@ -66,7 +66,12 @@ from captum_ext.core.modified_backward import (
     modified_backward,
     register_modified_backward,
 )
-from captum_ext.core.validation import check_finite, check_result_finite, check_targets
+from captum_ext.core.validation import (
+    baseline_args,
+    check_finite,
+    check_result_finite,
+    check_targets,
+)
 from captum_ext.lrp.canonizers import SumModule, canonized, default_canonizers
 
 __all__ = ["DeepLiftAblation", "DeepLiftLinear"]
@@ -301,30 +306,6 @@ class _State:
         return _ScaledReLU.apply(z, y, rescale_multiplier(z0, z.detach(), eps))
 
 
-def _baselines_for(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
-    if baselines is None:
-        baselines = (0.0,)
-    elif not isinstance(baselines, tuple):
-        baselines = (baselines,)
-    if not 1 <= len(baselines) <= len(args):
-        raise ValueError(
-            f"got {len(baselines)} baselines for {len(args)} positional arguments; give one "
-            "baseline per attributed input."
-        )
-    out = []
-    for arg, base in zip(args, baselines):
-        base = torch.as_tensor(base, dtype=arg.dtype, device=arg.device)
-        try:
-            base = base.expand_as(arg)
-        except RuntimeError as err:
-            raise ValueError(
-                f"baseline of shape {tuple(base.shape)} does not broadcast to the input of "
-                f"shape {tuple(arg.shape)}."
-            ) from err
-        out.append(base.detach())
-    return (*out, *args[len(baselines) :])
-
-
 def _check_modules(model: nn.Module, name: str) -> None:
     for path, module in model.named_modules():
         if next(module.children(), None) is not None and not isinstance(module, SumModule):
@@ -413,7 +394,7 @@ class DeepLiftLinear(DeepLift):
         input_tuple = _format_tensor_into_tuples(inputs)
         check_finite(input_tuple)
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        base_tuple = _baselines_for(input_tuple, baselines)[: len(input_tuple)]
+        base_tuple = baseline_args(input_tuple, baselines)[: len(input_tuple)]
         leaves = tuple(x.detach().requires_grad_() for x in input_tuple)
         with modified_backward(self) as forward, torch.enable_grad():
             output = forward(*leaves, *extra, baselines=base_tuple)
@@ -468,7 +449,7 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
         def forward(*args: Any, baselines: Any = None) -> torch.Tensor:
             if not args:
                 raise ValueError("forward needs the model inputs.")
-            reference = _baselines_for(args, baselines)
+            reference = baseline_args(args, baselines)
             state.start(reference=True)
             with torch.no_grad():
                 model(*reference)

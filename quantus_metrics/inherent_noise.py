@@ -28,6 +28,7 @@ from captum_ext.core.validation import check_positive_int
 from captum_ext.noise.statistics import (
     Bounds,
     broadcast_bounds,
+    broadcast_sigma,
     inherent_noise,
     noise_std,
     smoothgrad_std,
@@ -101,15 +102,7 @@ def noise_sigma(
         )
     if isinstance(noise, bool) or not isinstance(noise, (int, float, torch.Tensor)):
         raise TypeError(f"noise σ must be a number or a tensor, got {type(noise).__name__}.")
-    sigma = torch.as_tensor(noise, dtype=x.dtype, device=x.device)
-    if not torch.isfinite(sigma).all() or (sigma < 0).any():
-        raise ValueError("an explicit noise σ must be finite and ≥ 0 everywhere.")
-    try:
-        return torch.broadcast_to(sigma, x.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"σ of shape {tuple(sigma.shape)} does not broadcast to inputs {tuple(x.shape)}."
-        ) from err
+    return broadcast_sigma(noise, x, "noise σ")
 
 
 def _empirical(

@@ -25,6 +25,7 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from torch import nn
 
+from captum_ext.core.modules import unwrap_model
 from quantus_metrics._base import QuantusDefaults
 from quantus_metrics.explain import model_device_dtype
 
@@ -128,7 +129,7 @@ class InputShiftInvariance(QuantusDefaults):
         **kwargs: Any,
     ) -> list[float]:
         """One relative L1 difference per sample."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         explain: Callable[..., np.ndarray] = self.explain_func
         shifted_kwargs = (
             self.explain_func_kwargs

@@ -128,13 +128,3 @@ def default_canonizers() -> list[Canonizer]:
     """The canonizers :class:`~captum_ext.lrp.LRP` applies when none are given."""
     return [NoInplaceActivations(), MergeBatchNorm(), ResNetCanonizer()]
 
-
-__all__ = [
-    "Canonizer",
-    "MergeBatchNorm",
-    "NoInplaceActivations",
-    "ResNetCanonizer",
-    "SumModule",
-    "canonized",
-    "default_canonizers",
-]
