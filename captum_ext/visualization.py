@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from captum_ext.core.optional import require
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -42,17 +44,6 @@ REDUCTIONS = ("sum", "abs_sum", "max_abs", "l2", "none")
 """Channel reductions: signed ``sum`` (LRP, DeepLift, PatternAttribution: relevance adds up
 over channels), ``abs_sum``, ``max_abs`` (gradient maps, Simonyan et al. 2014), ``l2`` (the
 norm over channels), ``none`` (keep the channels; Captum then sums them)."""
-
-
-def _matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "captum_ext.visualization draws with matplotlib; install it with "
-            "`pip install captum-ext[examples]` (or `pip install matplotlib`)."
-        ) from err
-    return matplotlib
 
 
 def _as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -170,7 +161,7 @@ def visualize_image_attr(
     -------
     (Figure, Axes)
     """
-    _matplotlib()
+    require("matplotlib", "captum_ext.visualization", "examples")
     from captum.attr import visualization as viz
 
     a = reduce_channels(attribution, reduction)
@@ -240,7 +231,7 @@ def heatmap_grid(
     -------
     matplotlib.figure.Figure
     """
-    _matplotlib()
+    require("matplotlib", "captum_ext.visualization", "examples")
     from captum.attr import visualization as viz
     from matplotlib.figure import Figure
 

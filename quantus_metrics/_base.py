@@ -12,6 +12,8 @@ import torch
 from quantus import Metric
 from torch import nn
 
+from captum_ext.core.optional import require
+
 NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
     nn.GroupNorm,
@@ -157,12 +159,7 @@ def plot_axes(ax: Any = None, figsize: tuple[float, float] = (6, 3.5)) -> Any:
     """The axes a metric's ``plot`` draws into: ``ax``, or a new figure's (matplotlib lazily)."""
     if ax is not None:
         return ax
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plot() needs matplotlib: pip install captum-ext[examples] (or matplotlib)."
-        ) from err
+    plt = require("matplotlib.pyplot", "plot()", "examples")
     return plt.subplots(figsize=figsize)[1]
 
 
