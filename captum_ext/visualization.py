@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from captum_ext.core.channels import CHANNEL_REDUCTIONS, channel_reduction, reduce_over_channels
 from captum_ext.core.optional import require
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +41,7 @@ __all__ = [
     "visualize_image_attr",
 ]
 
-REDUCTIONS = ("sum", "abs_sum", "max_abs", "l2", "none")
+REDUCTIONS = (*CHANNEL_REDUCTIONS, "none")
 """Channel reductions: signed ``sum`` (LRP, DeepLift, PatternAttribution: relevance adds up
 over channels), ``abs_sum``, ``max_abs`` (gradient maps, Simonyan et al. 2014), ``l2`` (the
 norm over channels), ``none`` (keep the channels; Captum then sums them)."""
@@ -82,18 +83,9 @@ def reduce_channels(attributions: torch.Tensor, reduction: str = "sum") -> torch
     torch.Tensor
         ``(N, 1, H, W)`` on the CPU (``(N, C, H, W)`` for ``"none"``).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+    reduction = channel_reduction(reduction, REDUCTIONS, "reduction")
     a = _as_batch(attributions, "attributions")
-    if reduction == "sum":
-        return a.sum(1, keepdim=True)
-    if reduction == "abs_sum":
-        return a.abs().sum(1, keepdim=True)
-    if reduction == "max_abs":
-        return a.abs().amax(1, keepdim=True)
-    if reduction == "l2":
-        return a.square().sum(1, keepdim=True).sqrt()
-    return a
+    return a if reduction == "none" else reduce_over_channels(a, reduction, keepdim=True)
 
 
 def to_hwc(batch: torch.Tensor | np.ndarray) -> np.ndarray:

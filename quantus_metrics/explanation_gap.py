@@ -113,7 +113,7 @@ class ExplanationGap(QuantusDefaults):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_reduction(reduce)
+        reduce = check_reduction(reduce)
         if reference_func is not None and not callable(reference_func):
             raise TypeError("reference_func must be callable(model, inputs, targets).")
         self.reference_func = reference_func or gradient_reference

@@ -26,6 +26,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.channels import channel_reduction as check_channel_reduction
 from captum_ext.core.modules import model_device_dtype, unwrap_model
 from captum_ext.core.progress import show_progress
 from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
@@ -162,10 +163,9 @@ class _SSIMScoring(QuantusDefaults):
         **kwargs: Any,
     ) -> None:
         super().__init__(**metric_defaults(kwargs, self._aggregate))
-        if channel_reduction not in ("sum", "max_abs"):
-            raise ValueError(
-                f"channel_reduction must be 'sum' or 'max_abs', got {channel_reduction!r}."
-            )
+        channel_reduction = check_channel_reduction(
+            channel_reduction, ("sum", "max_abs"), "channel_reduction"
+        )
         ssim_options = SSIMOptions(
             data_range=data_range, win_size=win_size, gaussian=gaussian, sigma=sigma
         )

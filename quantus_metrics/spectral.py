@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
+from captum_ext.core.channels import channel_reduction, reduce_over_channels
 from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
 __all__ = [
@@ -50,14 +51,16 @@ __all__ = [
     "spectral_complexity",
 ]
 
-REDUCTIONS = ("sum", "abs_sum", "maxabs")
-"""Channel reductions of the spectral metrics."""
+REDUCTIONS = ("sum", "abs_sum", "max_abs")
+"""Channel reductions of the spectral metrics (``"maxabs"`` still works, deprecated)."""
 
 
-def check_reduction(reduce: str) -> None:
-    """Raise ``ValueError`` unless ``reduce`` is one of :data:`REDUCTIONS`."""
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
+def check_reduction(reduce: str) -> str:
+    """The canonical spelling of ``reduce``; ``ValueError`` unless it is in :data:`REDUCTIONS`.
+
+    The deprecated spelling ``"maxabs"`` is accepted with a ``DeprecationWarning``.
+    """
+    return channel_reduction(reduce, REDUCTIONS, "reduce")
 _SCORES = ("expected_frequency", "high_frequency_share")
 _CONVENTIONS = ("paper", "project")
 # quantus.Metric.__call__ has no defaults; quantus.evaluate relies on each metric providing them.
@@ -92,7 +95,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
     ----------
     maps : torch.Tensor
         ``(B, C, H, W)`` or ``(B, H, W)`` explanations.
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction: signed sum (default, methods.md §9), sum of magnitudes, or largest
         magnitude.
     min_size : int
@@ -106,7 +109,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
     """
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}.")
-    check_reduction(reduce)
+    reduce = check_reduction(reduce)
     if maps.dim() not in (3, 4):
         raise ValueError(
             f"spectral complexity needs image explanations (B, C, H, W) or (B, H, W); got shape "
@@ -120,11 +123,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
         )
     if maps.dim() == 3:
         return maps
-    if reduce == "sum":
-        return maps.sum(1)
-    if reduce == "abs_sum":
-        return maps.abs().sum(1)
-    return maps.abs().amax(1)
+    return reduce_over_channels(maps, reduce)
 
 
 def rank_normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -201,7 +200,7 @@ def spectral_complexity(
         ``(B, C, H, W)`` or ``(B, H, W)`` explanations.
     cutoff : float
         Normalised frequency in (0, 1) above which energy counts as high-frequency.
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction (see :func:`reduce_channels`).
     rank : bool
         Rank-normalise each map before the FFT (see :func:`rank_normalise`).
@@ -300,7 +299,7 @@ def expected_frequency(
     rank : bool
         Rank-normalise each channel-reduced map first (:func:`paper_rank_normalise`), as the
         paper does; ``False`` measures the raw map (used by the sinusoid oracle).
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction; the paper sums channels.
     min_size : int
         Smallest accepted height/width.
@@ -344,7 +343,7 @@ class ExpectedFrequency(QuantusDefaults):
         Which definition (see the module docstring).
     rank : bool
         Rank-normalise maps first (both conventions do by default).
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction (sum in the paper).
     cutoff, score, n_bins
         Options of the project convention only (see :func:`spectral_complexity`); passing a
@@ -396,7 +395,7 @@ class ExpectedFrequency(QuantusDefaults):
             raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-        check_reduction(reduce)
+        reduce = check_reduction(reduce)
         if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
             raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
         if convention == "paper" and (
