@@ -91,17 +91,23 @@ class QuantusDefaults(Metric):
     ``display_progressbar``, …) reach ``quantus.Metric`` unchanged, which rejects unknown ones.
     ``x_batch``/``y_batch``/``a_batch`` may be tensors; their lengths are checked up front.
 
-    A metric that runs the explainer itself (on perturbed models or with injected relevance)
-    sets ``explains_itself = True``: Quantus then does not explain every batch once more before
-    ``evaluate_batch`` (an explanation the metric would discard, and one that Quantus'
-    ``assert_attributions`` rejects when it is constant, as a randomised model's legitimately
-    is). This is the one place the package overrides Quantus' ``batch_preprocess``.
+    Per-call set-up goes into :meth:`prepare` (this class implements Quantus'
+    ``custom_preprocess`` hook around it). A metric that runs the explainer itself (on perturbed
+    models or with injected relevance) sets ``explains_itself = True``: Quantus then does not
+    explain every batch once more before ``evaluate_batch`` (an explanation the metric would
+    discard, and one that Quantus' ``assert_attributions`` rejects when it is constant, as a
+    randomised model's legitimately is). This goes through Quantus' public template only: when
+    no ``a_batch`` was given, ``custom_preprocess`` hands Quantus one stand-in value per sample,
+    so its ``batch_preprocess`` sees explanations and skips ``explain_batch``, and
+    ``custom_batch_preprocess`` gives ``evaluate_batch`` ``a_batch=None`` again. No ``@final``
+    method of ``quantus.Metric`` is overridden.
 
     ``get_params`` lists the metric's own constructor parameters next to the Quantus base
     options (not the results of the last call).
     """
 
     explains_itself = False
+    _stand_in = False  # this call's a_batch is the stand-in of custom_preprocess
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -129,13 +135,25 @@ class QuantusDefaults(Metric):
             model=model, x_batch=x_batch, y_batch=y_batch, **{**CALL_DEFAULTS, **kwargs}
         )
 
-    def batch_preprocess(self, data_batch: dict[str, Any]) -> dict[str, Any]:
-        if not self.explains_itself:
-            return super().batch_preprocess(data_batch)
-        custom = self.custom_batch_preprocess(**data_batch)
-        if custom is not None:
-            data_batch.update(custom)
-        return data_batch
+    def prepare(self, **data: Any) -> dict[str, Any] | None:
+        """Per-call set-up before the batches are cut (override; the default does nothing).
+
+        Receives Quantus' data (``model``, ``x_batch``, ``y_batch``, ``a_batch``, ``s_batch``,
+        ...) and may return extra entries; one named ``*_batch`` is sliced like ``x_batch``.
+        """
+        return None
+
+    def custom_preprocess(self, **data: Any) -> dict[str, Any] | None:
+        extra = dict(self.prepare(**data) or {})
+        self._stand_in = self.explains_itself and data.get("a_batch") is None
+        if self._stand_in:
+            # One value per sample: the smallest array Quantus accepts as explanations
+            # (attribution axes: none), so its batch_preprocess does not call explain_batch.
+            extra["a_batch"] = np.zeros(len(data["x_batch"]))
+        return extra or None
+
+    def custom_batch_preprocess(self, **data_batch: Any) -> dict[str, Any] | None:
+        return {"a_batch": None} if self._stand_in else None
 
 
 def _numpy(values: Any) -> Any:

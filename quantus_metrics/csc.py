@@ -485,7 +485,7 @@ class CSC(QuantusDefaults):
                 handle.remove()
         return [INPUT, *seen]
 
-    def custom_preprocess(self, **kwargs: Any) -> None:
+    def prepare(self, **kwargs: Any) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
         self._offset = 0  # index of the next sample: its draws are keyed to it
         self._pooled: dict[str, list[np.ndarray]] = {}

@@ -114,7 +114,7 @@ class InputShiftInvariance(QuantusDefaults):
         self.shift = float(shift)
         self.shifted_explain_func_kwargs = shifted_explain_func_kwargs
 
-    def custom_preprocess(self, **kwargs: Any) -> None:
+    def prepare(self, **kwargs: Any) -> None:
         if getattr(self, "explain_func", None) is None:
             raise ValueError(
                 "InputShiftInvariance needs explain_func: it explains the shifted network itself."

@@ -368,7 +368,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         self.confidence_intervals: dict[str, tuple[float, float]] = {}
         self._spare_copy: nn.Module | None = None
 
-    def custom_preprocess(self, *, model: Any, x_batch: np.ndarray, **kwargs: Any) -> None:
+    def prepare(self, *, model: Any, x_batch: np.ndarray, **kwargs: Any) -> None:
         module = unwrap_model(model)
         device, dtype = model_device_dtype(module)
         # Find the execution order on a copy: a forward pass must not touch the user's model.
@@ -541,7 +541,7 @@ class RandomLogitSSIM(_SSIMScoring):
         self.confidence_interval: tuple[float, float] = (float("nan"), float("nan"))
         self.other_classes = np.empty(0, dtype=np.int64)
 
-    def custom_preprocess(
+    def prepare(
         self, *, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any
     ) -> dict[str, Any]:
         module = unwrap_model(model)
