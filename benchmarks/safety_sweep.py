@@ -1,12 +1,12 @@
 # ruff: noqa: B023, E501  (closures are called at once; the method table reads best unwrapped)
-"""Adversarial sweep of issue 15: how many cases per group keep the README's promises.
+"""Adversarial safety sweep: how many cases per group keep the README's promises.
 
 Every case either gives the right answer (checked against an independent reference: the
 single-threaded result, the eval-mode result, the model output, the unbatched score) or is
 refused with a ``ValueError``/``TypeError``/``FloatingPointError`` whose message names the
 problem. Anything else counts as a violation: a wrong result, a harmed model, a touched global
 RNG, a raw error from deep inside torch or Captum. Uses only public names that existed before
-issue 15, so the same script measures the code before and after the change. The models and the
+the isolation layer, so the same script measures the code before and after it. The models and the
 method table are the safety tests' own (``tests/safety_models.py``)::
 
     python -m benchmarks.safety_sweep            # table + benchmarks/SAFETY_SWEEP.json

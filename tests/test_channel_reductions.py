@@ -85,3 +85,20 @@ def test_unknown_names_are_refused_with_the_choices():
         check_reduction("l2")  # not a spectral reduction
     with pytest.raises(ValueError, match="how must be one of"):
         ssim_reduce(torch.zeros(1, 2, 4, 4), "mean")
+
+
+def test_convention_names_say_what_they_compute_and_old_names_still_work():
+    maps = np.random.default_rng(2).normal(size=(2, 1, 16, 16))
+    y = np.zeros(2, dtype=int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        rings = ExpectedFrequency(convention="normalised_rings", disable_warnings=True)
+        integer = ExpectedFrequency(convention="integer_rings", disable_warnings=True)
+    for old, metric in (("project", rings), ("paper", integer)):
+        with pytest.warns(DeprecationWarning, match=metric.convention):
+            before = ExpectedFrequency(convention=old, disable_warnings=True)
+        assert before.convention == metric.convention
+        assert before(None, maps, y, a_batch=maps) == metric(None, maps, y, a_batch=maps)
+    # the integer-ring convention is the EF of Mehrpanah et al. (oracle: expected_frequency)
+    want = expected_frequency(torch.from_numpy(maps)).tolist()
+    assert integer(None, maps, y, a_batch=maps) == pytest.approx(want, rel=1e-12)
