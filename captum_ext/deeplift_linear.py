@@ -66,6 +66,7 @@ from captum_ext.core.modified_backward import (
     modified_backward,
     register_modified_backward,
 )
+from captum_ext.core.modules import AVG_POOL_TYPES, BATCHNORM_TYPES, DROPOUT_TYPES, MAX_POOL_TYPES
 from captum_ext.core.validation import (
     baseline_args,
     check_finite,
@@ -88,25 +89,10 @@ _PASS = (
     nn.Flatten,
     nn.Unflatten,
     nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
+    *DROPOUT_TYPES,
+    *AVG_POOL_TYPES,
+    *MAX_POOL_TYPES,
+    *BATCHNORM_TYPES,
     SumModule,
 )
 

@@ -48,7 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core.krylov import KrylovCache
-from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
+from captum_ext.core.modules import BATCHNORM_TYPES, LINEAR_TYPES, model_device_dtype, unwrap_model
 from captum_ext.core.randomness import make_generator, sample_generators, sample_seed
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
@@ -77,7 +77,7 @@ _THEORIES = ("gradient", "lrp_alphabeta", "lrp_epsilon")
 _SCORES = ("relative_bound", "bound", "hoeffding_n", "constant", "relative_constant")
 _PASS_THROUGH = (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORMS = BATCHNORM_TYPES
 
 
 # --------------------------------------------------------------------------------------------
