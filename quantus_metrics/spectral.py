@@ -37,6 +37,7 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
 from captum_ext.core.channels import channel_reduction, reduce_over_channels
+from captum_ext.core.deprecation import renamed_value
 from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
 
 __all__ = [
@@ -395,14 +396,7 @@ class ExpectedFrequency(QuantusDefaults):
     ) -> None:
         super().__init__(**kwargs)
         convention = self._default_convention if convention is None else convention
-        if convention in _OLD_CONVENTIONS:
-            new = _OLD_CONVENTIONS[convention]
-            warnings.warn(
-                f"convention={convention!r} is deprecated; spell it convention={new!r}.",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            convention = new
+        convention = renamed_value(convention, _OLD_CONVENTIONS, "convention")
         if convention not in _CONVENTIONS:
             raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
         if score not in _SCORES:

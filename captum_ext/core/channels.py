@@ -9,9 +9,9 @@ with a ``DeprecationWarning``.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
+
+from captum_ext.core.deprecation import renamed_value
 
 __all__ = ["CHANNEL_REDUCTIONS", "channel_reduction", "reduce_over_channels"]
 
@@ -40,14 +40,7 @@ def channel_reduction(
     ValueError
         For a name the caller does not support.
     """
-    if isinstance(how, str) and how in _DEPRECATED:
-        new = _DEPRECATED[how]
-        warnings.warn(
-            f"{argument}={how!r} is deprecated; spell it {argument}={new!r}.",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        how = new
+    how = renamed_value(how, _DEPRECATED, argument)
     if how not in allowed:
         raise ValueError(f"{argument} must be one of {allowed}, got {how!r}.")
     return how
