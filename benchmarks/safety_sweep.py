@@ -38,8 +38,20 @@ from captum_ext import (
     RectGrad,
 )
 from captum_ext.lrp import Epsilon, EpsilonRule, GradientRule, MergeBatchNorm, PassRule, RuleSet
+from tests.safety_models import (
+    BATCHED_METRICS,
+    Act,
+    Attention,
+    C,
+    D,
+    DenseStyle,
+    Scaled,
+    TupleOut,
+    inputs,
+    metric_scores,
+    mlp,
+)
 from tests.safety_models import METHODS as SAFETY_METHODS
-from tests.safety_models import Act, Attention, C, D, DenseStyle, Scaled, TupleOut, inputs, mlp
 
 Verdict = str  # "ok" or a short description of the violation
 
@@ -470,8 +482,6 @@ def group_metrics() -> dict[str, Verdict]:
 
 
 def group_batching() -> dict[str, Verdict]:
-    from quantus_metrics import CSC, ConvergenceConstants, InherentNoise, explain_func_from
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         cnn = (
@@ -482,31 +492,13 @@ def group_batching() -> dict[str, Verdict]:
     rng = np.random.default_rng(0)
     x, y = rng.random((8, 1, 8, 8)), rng.integers(0, 4, 8)
     out: dict[str, Verdict] = {}
-    for metric in ("CSC", "ConvergenceConstants", "InherentNoise"):
+    for metric in BATCHED_METRICS:
         scores = {}
         try:
             for bs in (1, 3, 8):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    if metric == "CSC":
-                        res = CSC(method=Saliency, n_vectors=3, seed=1, display_progressbar=False)(
-                            cnn, x, y, batch_size=bs
-                        )
-                        scores[bs] = np.array([[s[k] for k in sorted(s)] for s in res])
-                    elif metric == "InherentNoise":
-                        m = InherentNoise(
-                            n_draws=5, score="empirical_pixel_level", display_progressbar=False,
-                            disable_warnings=True,
-                        )  # fmt: skip
-                        res = m(cnn, x, y, explain_func=explain_func_from(Saliency), batch_size=bs)
-                        scores[bs] = np.asarray(res, dtype=np.float64)
-                    else:
-                        m = ConvergenceConstants(
-                            sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,
-                            display_progressbar=False, disable_warnings=True,
-                        )  # fmt: skip
-                        res = m(cnn, x, y, explain_func=explain_func_from(Saliency), batch_size=bs)
-                        scores[bs] = np.asarray(res, dtype=np.float64)
+                    scores[bs] = metric_scores(metric, cnn, x, y, bs)
         except Exception as err:  # noqa: BLE001
             out[f"{metric}: batch_size 1/3/8"] = f"raw {type(err).__name__}: {str(err)[:80]}"
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import Saliency
@@ -179,3 +180,34 @@ class Attention(nn.Module):
 
     def forward(self, x):
         return self.fc(self.att(x, x, x, need_weights=False)[0].flatten(1))
+
+
+BATCHED_METRICS = ("CSC", "ConvergenceConstants", "InherentNoise")
+
+
+def metric_scores(name: str, model: nn.Module, x: Any, y: Any, batch_size: int) -> np.ndarray:
+    """Per-sample scores of one of :data:`BATCHED_METRICS` on ``(x, y)`` in ``batch_size`` chunks.
+
+    Each metric keys its random draws to the sample, so the scores must not depend on
+    ``batch_size``; the settings are the smallest that still draw several times per sample.
+    """
+    from quantus_metrics import CSC, ConvergenceConstants, InherentNoise, explain_func_from
+
+    if name == "CSC":
+        metric = CSC(method=Saliency, n_vectors=3, seed=1, display_progressbar=False)
+        out = metric(model, x, y, batch_size=batch_size)
+        return np.array([[s[k] for k in sorted(s)] for s in out])
+    if name == "InherentNoise":
+        metric = InherentNoise(
+            bounds=(0.0, 1.0), n_draws=5, score="empirical_pixel_level",
+            noise_from_method=False, display_progressbar=False, disable_warnings=True,
+        )  # fmt: skip
+    elif name == "ConvergenceConstants":
+        metric = ConvergenceConstants(
+            sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,
+            display_progressbar=False, disable_warnings=True,
+        )  # fmt: skip
+    else:
+        raise ValueError(f"no batched metric {name!r}; one of {BATCHED_METRICS}.")
+    out = metric(model, x, y, explain_func=explain_func_from(Saliency), batch_size=batch_size)
+    return np.asarray(out, dtype=np.float64)
