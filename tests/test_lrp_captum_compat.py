@@ -1,4 +1,4 @@
-"""captum_ext.LRP / LayerLRP as drop-in replacements of captum.attr.LRP / LayerLRP (issue #14).
+"""captum_ext.LRP / LayerLRP as drop-in replacements of captum.attr.LRP / LayerLRP.
 
 The behaviours Captum's own LRP tests expect (skip connections through an addition module,
 in-place ReLUs, multiple inputs, ``return_convergence_delta``, layer attributions with

@@ -1,4 +1,4 @@
-"""Never a harmed model, never a silently wrong answer (issue 15).
+"""Never a harmed model, never a silently wrong answer.
 
 Threads, train mode, failing calls and the model's state: every attribution call runs on a
 private view of the model (captum_ext.core.isolation), so the user's module is never written.

@@ -1,6 +1,6 @@
 """One validation for every class: targets, model outputs, batch axis, dtype, empty batches.
 
-Also the LRP-specific silent failures of issue 15: target=None on multi-output models,
+Also the LRP-specific silent failures: target=None on multi-output models,
 functional operations in the forward (scales passed as additional_forward_args, DenseNet-style
 F.relu/pooling), RuleSet names and MergeBatchNorm pairs, LayerLRP layers given by name.
 """
