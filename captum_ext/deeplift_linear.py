@@ -61,6 +61,7 @@ from captum.attr import DeepLift
 from captum.log import log_usage
 from torch import nn
 
+from captum_ext.core.canonization import SumModule, canonized, default_canonizers
 from captum_ext.core.modified_backward import (
     ForwardFn,
     modified_backward,
@@ -73,7 +74,6 @@ from captum_ext.core.validation import (
     check_result_finite,
     check_targets,
 )
-from captum_ext.lrp.canonizers import SumModule, canonized, default_canonizers
 
 __all__ = ["DeepLiftAblation", "DeepLiftLinear"]
 
