@@ -67,7 +67,13 @@ from captum_ext.core.modified_backward import (
     modified_backward,
     register_modified_backward,
 )
-from captum_ext.core.modules import AVG_POOL_TYPES, BATCHNORM_TYPES, DROPOUT_TYPES, MAX_POOL_TYPES
+from captum_ext.core.modules import (
+    AVG_POOL_TYPES,
+    BATCHNORM_TYPES,
+    DROPOUT_TYPES,
+    LINEAR_TYPES,
+    MAX_POOL_TYPES,
+)
 from captum_ext.core.validation import (
     baseline_args,
     check_finite,
@@ -77,7 +83,6 @@ from captum_ext.core.validation import (
 
 __all__ = ["DeepLiftAblation", "DeepLiftLinear"]
 
-_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_INPUT = {
     nn.Conv1d: torch.nn.grad.conv1d_input,
     nn.Conv2d: torch.nn.grad.conv2d_input,
@@ -296,7 +301,7 @@ def _check_modules(model: nn.Module, name: str) -> None:
     for path, module in model.named_modules():
         if next(module.children(), None) is not None and not isinstance(module, SumModule):
             continue
-        if isinstance(module, (*_LINEAR, nn.ReLU, *_PASS)):
+        if isinstance(module, (*LINEAR_TYPES, nn.ReLU, *_PASS)):
             continue
         raise TypeError(
             f"{name} has no rule for module {path or '<root>'!r} of type "
@@ -424,7 +429,7 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
         _check_modules(model, type(method).__name__)
         for module in model.modules():
             hook = None
-            if isinstance(module, _LINEAR):
+            if isinstance(module, LINEAR_TYPES):
                 hook = state.linear_hook
             elif isinstance(module, nn.ReLU):
                 hook = state.relu_hook

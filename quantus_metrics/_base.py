@@ -173,6 +173,7 @@ def mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
     layers = list(scores[0]) if scores else []
     return {name: float(np.nanmean([s[name] for s in scores])) for name in layers}
 
+
 def plot_axes(ax: Any = None, figsize: tuple[float, float] = (6, 3.5)) -> Any:
     """The axes a metric's ``plot`` draws into: ``ax``, or a new figure's (matplotlib lazily)."""
     if ax is not None:

@@ -25,7 +25,7 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from torch import nn
 
-from captum_ext.core.modules import unwrap_model
+from captum_ext.core.modules import LINEAR_TYPES, unwrap_model
 from quantus_metrics._base import QuantusDefaults
 from quantus_metrics.explain import model_device_dtype
 
@@ -34,7 +34,7 @@ __all__ = ["InputShiftInvariance", "shifted_model"]
 
 def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module, LINEAR_TYPES):
             return name, module
         if module is not model and any(True for _ in module.parameters(recurse=False)):
             raise ValueError(

@@ -63,6 +63,8 @@ def check_reduction(reduce: str) -> str:
     The deprecated spelling ``"maxabs"`` is accepted with a ``DeprecationWarning``.
     """
     return channel_reduction(reduce, REDUCTIONS, "reduce")
+
+
 _SCORES = ("expected_frequency", "high_frequency_share")
 _CONVENTIONS = ("integer_rings", "normalised_rings")
 _OLD_CONVENTIONS = {"paper": "integer_rings", "project": "normalised_rings"}
