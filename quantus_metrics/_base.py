@@ -156,6 +156,53 @@ class QuantusDefaults(Metric):
         return {"a_batch": None} if self._stand_in else None
 
 
+class ResultPlot:
+    """``plot()`` of a metric that draws its last call: one contract for every figure.
+
+    ``plot(ax=None, label=None, path_to_save=None, **style)`` refuses before the metric was
+    called, draws into ``ax`` (a new figure without one) through the metric's :meth:`draw`,
+    adds a legend when ``label`` is given and saves to ``path_to_save``; it returns the axes.
+    A metric lists it before :class:`QuantusDefaults` among its bases and implements
+    :meth:`has_results` and :meth:`draw`.
+    """
+
+    _nothing_to_plot = "Nothing to plot: call the metric first."
+
+    def has_results(self) -> bool:
+        """Whether the last call left something to draw."""
+        raise NotImplementedError
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
+        """Draw the last call's results into ``ax``; ``style`` goes to the main artist."""
+        raise NotImplementedError
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **style: Any,
+    ) -> Any:
+        """Draw the last call's results (see :meth:`draw`) and return the matplotlib axes.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Draw into this axes (several methods in one figure); a new figure otherwise.
+        label : str, optional
+            Legend entry of this call's artist.
+        path_to_save : str or path, optional
+            Save the figure there.
+        **style
+            Passed to the main matplotlib artist (``color``, ``linestyle``, ...).
+        """
+        if not self.has_results():
+            raise ValueError(self._nothing_to_plot)
+        ax = plot_axes(ax)
+        self.draw(ax, label, **style)
+        return finish_plot(ax, label, path_to_save)
+
+
 def _numpy(values: Any) -> Any:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else values
 

@@ -34,10 +34,9 @@ from captum_ext.core.validation import check_open_unit, check_positive_int
 from quantus_metrics._base import (
     NORM_TYPES,
     QuantusDefaults,
-    finish_plot,
+    ResultPlot,
     mean_per_layer,
     metric_defaults,
-    plot_axes,
 )
 from quantus_metrics._bootstrap import bootstrap_ci
 from quantus_metrics.ssim import ReferenceSSIM, SSIMOptions, percentile_normalise, reduce_channels
@@ -137,7 +136,7 @@ def _aggregate_scores(scores: Any) -> Any:
     return float(np.nanmean(scores))
 
 
-class _SSIMScoring(QuantusDefaults):
+class _SSIMScoring(ResultPlot, QuantusDefaults):
     """Shared configuration, map handling and bootstrap of the two SSIM metrics."""
 
     data_applicability = {DataType.IMAGE}
@@ -473,23 +472,17 @@ class ModelRandomisationSSIM(_SSIMScoring):
             table = {ORIGINAL: list(self._original), **table}
         return table
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
+    _nothing_to_plot = "Nothing to plot: call the metric first (return_aggregate=False)."
+
+    def has_results(self) -> bool:
+        return bool(self.confidence_intervals)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Mean SSIM per randomised layer with its bootstrap band (Sixt et al., Figure 4b)."""
-        if not self.confidence_intervals:
-            raise ValueError("Nothing to plot: call the metric first (return_aggregate=False).")
         names = self.layer_names
         means = mean_per_layer(self.per_sample_scores)
-        ax = plot_axes(ax)
         positions = np.arange(len(names))
-        (line,) = ax.plot(
-            positions, [means[n] for n in names], marker="o", label=label, **line_kwargs
-        )
+        (line,) = ax.plot(positions, [means[n] for n in names], marker="o", label=label, **style)
         ax.fill_between(
             positions,
             [self.confidence_intervals[n][0] for n in names],
@@ -502,7 +495,6 @@ class ModelRandomisationSSIM(_SSIMScoring):
         ax.set_xlabel(f"{self.order} randomisation up to layer (output → input)")
         ax.set_ylabel(f"SSIM, {100 * self.confidence:g} % CI")
         ax.set_ylim(-0.05, 1.05)
-        return finish_plot(ax, label, path_to_save)
 
 
 @_ssim_docs
@@ -589,23 +581,16 @@ class RandomLogitSSIM(_SSIMScoring):
         low, high = self._bootstrap(np.asarray(self.evaluation_scores, dtype=np.float64))
         self.confidence_interval = (float(low), float(high))
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **hist_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.per_sample_scores)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Histogram of the per-sample SSIM, its mean and bootstrap interval (Figure 4a)."""
-        if not self.per_sample_scores:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
         values = np.asarray(self.per_sample_scores)
         bins = np.linspace(-0.05, 1.05, 23)
-        _, _, patches = ax.hist(values, bins=bins, alpha=0.6, label=label, **hist_kwargs)
+        _, _, patches = ax.hist(values, bins=bins, alpha=0.6, label=label, **style)
         colour = patches[0].get_facecolor() if len(patches) else None
         ax.axvline(float(values.mean()), color=colour, linestyle="--")
         ax.axvspan(*self.confidence_interval, color=colour, alpha=0.2, linewidth=0)
         ax.set_xlabel(f"SSIM(target map, random-class map); mean, {100 * self.confidence:g} % CI")
         ax.set_ylabel("samples")
-        return finish_plot(ax, label, path_to_save)

@@ -38,7 +38,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 
 from captum_ext.core.channels import channel_reduction, reduce_over_channels
 from captum_ext.core.deprecation import renamed_value
-from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
+from quantus_metrics._base import QuantusDefaults, ResultPlot
 
 __all__ = [
     "ExpectedFrequency",
@@ -333,7 +333,7 @@ def expected_frequency(
     return (profile @ freqs) / (n_rings * total.masked_fill(empty, float("nan")))
 
 
-class ExpectedFrequency(QuantusDefaults):
+class ExpectedFrequency(ResultPlot, QuantusDefaults):
     """Quantus metric: Expected Frequency of each explanation (lower = smoother).
 
     With ``convention="integer_rings"`` (default) the score is the EF of Mehrpanah et al. (2025),
@@ -453,38 +453,29 @@ class ExpectedFrequency(QuantusDefaults):
         """One score per explanation of the batch."""
         return [float(v) for v in self.scores(a_batch).cpu()]
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.spectra)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Mean radial power profile of the last call's maps (log power).
 
         Normalised rings: normalised frequency with the cut-off dotted; integer rings:
         integer frequency rings, each profile normalised to unit total power first.
         """
-        if not self.spectra:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
         if self.convention == "integer_rings":
             power = torch.cat([p.double().cpu() for p in self.spectra])
             power = power / power.sum(1, keepdim=True).clamp_min(1e-300)
             rings = np.arange(power.shape[1])
-            ax.plot(rings, power.mean(0).numpy(), marker=".", label=label, **line_kwargs)
+            ax.plot(rings, power.mean(0).numpy(), marker=".", label=label, **style)
             ax.set_xlabel("frequency ring k")
         else:
             power = torch.cat([r.power for r in self.spectra]).double().cpu()
             frequencies = self.spectra[0].frequencies.double().cpu()
-            ax.plot(
-                frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **line_kwargs
-            )
+            ax.plot(frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **style)
             ax.axvline(self.cutoff, color="grey", linestyle=":")
             ax.set_xlabel("normalised frequency (cut-off dotted)")
         ax.set_yscale("log")
         ax.set_ylabel("share of power")
-        return finish_plot(ax, label, path_to_save)
 
 
 class SpectralComplexity(ExpectedFrequency):
