@@ -1,7 +1,7 @@
 """CAFO / CASO cost in plain gradients, and the batched λ₁ search vs separate solves (Singla et
 al., 2019).
 
-Targets (issue #6): CASO with 10 FISTA iterations ≤ 25 gradients with double-backward HVPs and
+Targets: CASO with 10 FISTA iterations ≤ 25 gradients with double-backward HVPs and
 ≤ c + 5 gradients with the closed-form Hessian (c ≤ 100 classes); the λ₁ search with 8 values
 solved in one batch ≥ 3× faster than 8 separate solves. Run: ``python -m benchmarks.bench_caso``.
 """

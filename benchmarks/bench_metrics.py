@@ -1,4 +1,4 @@
-"""Randomisation SSIM vs ``quantus.MPRT``, and CSC vs plain attributions (issue #7).
+"""Randomisation SSIM vs ``quantus.MPRT``, and CSC vs plain attributions.
 
 Rows (see ``benchmarks/__init__.py`` for the contract):
 

@@ -1,6 +1,6 @@
 """AdaptGrad and NoiseGrad against Captum's NoiseTunnel at the same sample count.
 
-Full size (issue #5): resnet50 (random init), a batch of 4 scikit-image photos at 224×224, CPU,
+Full size: resnet50 (random init), a batch of 4 scikit-image photos at 224×224, CPU,
 nt_samples = 10, Saliency as the wrapped method. AdaptGrad's only extra work is σ (eq. 13) and
 the bounds check, so its target is ratio ≤ 1.05. NoiseGrad uses 10 model draws against
 NoiseTunnel's 10 input draws (same number of forward/backward passes, plus weight noise and

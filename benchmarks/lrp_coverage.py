@@ -1,8 +1,8 @@
 """LRP coverage table: which rule sets run on which architecture, conservation, zennit, speed.
 
-For every torchvision architecture of issue #14 (random initialisation, batch 1, 64×64 input
+For every torchvision architecture in the table (random initialisation, batch 1, 64×64 input
 where the model allows; ``vit_b_16`` is built with ``image_size=64``), the pretrained ImageNet
-``efficientnet_lite0`` of :mod:`captum_ext.zoo` (``real`` extra; one foolbox photo, 224×224,
+``efficientnet_lite0`` of ``captum_ext.zoo`` (``real`` extra; one foolbox photo, 224×224,
 TF-Lite scaling) and the hand-written functional models of
 :mod:`captum_ext.zoo.functional_models`, on the automatic path:
 

@@ -1,12 +1,13 @@
 # ruff: noqa: B023, E501  (closures are called at once; the method table reads best unwrapped)
-"""Adversarial sweep of issue 15: how many cases per group keep the README's promises.
+"""Adversarial safety sweep: how many cases per group keep the README's promises.
 
 Every case either gives the right answer (checked against an independent reference: the
 single-threaded result, the eval-mode result, the model output, the unbatched score) or is
 refused with a ``ValueError``/``TypeError``/``FloatingPointError`` whose message names the
 problem. Anything else counts as a violation: a wrong result, a harmed model, a touched global
 RNG, a raw error from deep inside torch or Captum. Uses only public names that existed before
-issue 15, so the same script measures the code before and after the change::
+the isolation layer, so the same script measures the code before and after it. The models and the
+method table are the safety tests' own (``tests/safety_models.py``)::
 
     python -m benchmarks.safety_sweep            # table + benchmarks/SAFETY_SWEEP.json
     python -m benchmarks.safety_sweep --json out.json --groups threads,targets
@@ -25,28 +26,34 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from captum.attr import Saliency
 from torch import nn
 
 from captum_ext import (
-    CAFO,
     CASO,
     LRP,
-    AdaptGrad,
-    FusionGrad,
     LayerLRP,
     ModelSnapshot,
-    NoiseGrad,
-    PatternAttribution,
     PatternNet,
     RectGrad,
-    SeededNoiseTunnel,
 )
 from captum_ext.lrp import Epsilon, EpsilonRule, GradientRule, MergeBatchNorm, PassRule, RuleSet
+from tests.safety_models import (
+    BATCHED_METRICS,
+    Act,
+    Attention,
+    C,
+    D,
+    DenseStyle,
+    Scaled,
+    TupleOut,
+    inputs,
+    metric_scores,
+    mlp,
+)
+from tests.safety_models import METHODS as SAFETY_METHODS
 
 Verdict = str  # "ok" or a short description of the violation
-B, D, C = 3, 6, 4
 
 
 def refused(fn: Callable[[], Any], *words: str) -> Verdict:
@@ -91,19 +98,6 @@ def runs(fn: Callable[[], Any]) -> Verdict:
 # ---- models ----------------------------------------------------------------------------------
 
 
-def mlp(seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(D, 5), nn.ReLU(), nn.Linear(5, C))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen))
-    return model.double().eval()
-
-
-def xs(n: int = B, seed: int = 1) -> torch.Tensor:
-    return torch.rand(n, D, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
 def bn_net(seed: int = 0) -> nn.Module:
     gen = torch.Generator().manual_seed(seed)
     model = nn.Sequential(
@@ -126,24 +120,10 @@ def images(n: int = 3, seed: int = 2) -> torch.Tensor:
     return torch.rand(n, 3, 6, 6, generator=torch.Generator().manual_seed(seed)).double()
 
 
-def pattern(cls: type, model: nn.Module) -> Any:
-    return cls(model).fit(xs(12, 5), progress=False)
-
-
 METHODS: dict[str, Callable[[nn.Module], Callable[..., Any]]] = {
-    "LRP": lambda m: LRP(m).attribute,
-    "LayerLRP": lambda m: LayerLRP(m, [x for x in m.modules() if isinstance(x, nn.Linear)][-1]).attribute,
-    "RectGrad": lambda m: RectGrad(m).attribute,
-    "PatternNet": lambda m: pattern(PatternNet, m).attribute,
-    "PatternAttribution": lambda m: pattern(PatternAttribution, m).attribute,
-    "AdaptGrad": lambda m: lambda x, target=None: AdaptGrad(Saliency(m), bounds=(0.0, 1.0)).attribute(x, target=target, nt_samples=2, seed=0),
-    "SeededNoiseTunnel": lambda m: lambda x, target=None: SeededNoiseTunnel(Saliency(m)).attribute(x, target=target, nt_samples=2, stdevs=0.1, seed=0),
-    "NoiseGrad": lambda m: lambda x, target=None: NoiseGrad(Saliency(m), n_models=2).attribute(x, target=target, seed=0, show_progress=False),
-    "FusionGrad": lambda m: lambda x, target=None: FusionGrad(Saliency(m), n_models=2, n_samples=2).attribute(x, target=target, seed=0, show_progress=False),
-    "CAFO": lambda m: lambda x, target=None: CAFO(m).attribute(x, target, n_iter=2),
-    "CASO": lambda m: lambda x, target=None: CASO(m).attribute(x, target, n_iter=2),
-}  # fmt: skip
-NONE_IS_PREDICTED = {"CAFO", "CASO"}
+    name: factory for name, (factory, _) in SAFETY_METHODS.items()
+}
+NONE_IS_PREDICTED = {name for name, (_, predicted) in SAFETY_METHODS.items() if predicted}
 
 
 def call(name: str, model: nn.Module, x: Any, target: Any) -> Any:
@@ -247,7 +227,7 @@ def group_failing_calls() -> dict[str, Verdict]:
         if name.startswith("Pattern"):
             continue
         model = Boom().double()
-        x = xs()
+        x = inputs()
         before = ModelSnapshot.of(model)
         try:
             call(name, model, x, 0)
@@ -264,7 +244,7 @@ def group_failing_calls() -> dict[str, Verdict]:
 
 def group_targets() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
-    model, x = mlp(), xs()
+    model, x = mlp(), inputs()
     t = torch.tensor([0, 3, 1])
     forms = {
         "list": lambda: t.tolist(),
@@ -291,7 +271,7 @@ def group_targets() -> dict[str, Verdict]:
 
 def group_bad_targets() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
-    model, x = mlp(), xs()
+    model, x = mlp(), inputs()
     bad = {
         "float tensor": (torch.tensor([0.0, 1.0, 2.0]), "integer"),
         "float array": (np.array([0.5, 1.0, 2.0]), "integer"),
@@ -308,7 +288,7 @@ def group_bad_targets() -> dict[str, Verdict]:
 
 def group_target_none() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
-    model, x = mlp(), xs()
+    model, x = mlp(), inputs()
     for name in METHODS:
         if name in NONE_IS_PREDICTED:
             predicted = model(x).argmax(1)
@@ -320,17 +300,6 @@ def group_target_none() -> dict[str, Verdict]:
     return out
 
 
-class TupleOut(nn.Module):
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.net = mlp()
-        self.kind = kind
-
-    def forward(self, x):
-        out = self.net(x)
-        return {"logits": out, "aux": out.sum(1)} if self.kind == "dict" else (out, out.sum(1))
-
-
 def group_outputs() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
     for kind in ("tuple", "dict"):
@@ -339,43 +308,19 @@ def group_outputs() -> dict[str, Verdict]:
             if name.startswith("Pattern"):
                 continue
             out[f"{name}: {kind} output"] = refused(
-                lambda m=model: call(name, m, xs(), 1), kind, "select"
+                lambda m=model: call(name, m, inputs(), 1), kind, "select"
             )
     return out
 
 
 def group_inputs() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
-    model, x = mlp(), xs()
+    model, x = mlp(), inputs()
     for name in METHODS:
         out[f"{name}: missing batch axis"] = refused(lambda: call(name, model, x[0], 1), "batch")
         out[f"{name}: dtype mismatch"] = refused(lambda: call(name, model, x.float(), 1), "float")
         out[f"{name}: empty batch"] = refused(lambda: call(name, model, x[:0], 1), "0")
     return out
-
-
-class Scaled(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = mlp()
-        for m in self.net:
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x, scale):
-        return self.net(x) * scale
-
-
-class DenseStyle(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
-        self.fc = nn.Linear(3, C)
-        nn.init.zeros_(self.conv.bias)
-        nn.init.zeros_(self.fc.bias)
-
-    def forward(self, x):
-        return self.fc(F.adaptive_avg_pool2d(F.relu(self.conv(x)), 1).flatten(1))
 
 
 def conservation_or_refusal(fn: Callable[[], torch.Tensor], total: torch.Tensor) -> Verdict:
@@ -395,7 +340,7 @@ def conservation_or_refusal(fn: Callable[[], torch.Tensor], total: torch.Tensor)
 
 def group_lrp() -> dict[str, Verdict]:
     out: dict[str, Verdict] = {}
-    model, x, t = Scaled().double().eval(), xs(), torch.tensor([0, 1, 2])
+    model, x, t = Scaled().double().eval(), inputs(), torch.tensor([0, 1, 2])
     scale = torch.tensor(2.0, dtype=torch.float64)
     f = model(x, scale).gather(1, t[:, None]).squeeze(1)
     eps0 = Epsilon(0.0)
@@ -413,7 +358,7 @@ def group_lrp() -> dict[str, Verdict]:
         ),
         f,
     )
-    dense = DenseStyle().double().eval()
+    dense = DenseStyle(zero_bias=True).double().eval()
     xi = torch.rand(2, 1, 5, 5, dtype=torch.float64)
     fd = dense(xi)[:, 1].detach()
     out["LRP: F.relu + pooling in forward"] = conservation_or_refusal(
@@ -436,13 +381,13 @@ def group_lrp() -> dict[str, Verdict]:
         pass
     net = mlp()
     out["RuleSet: name_map typo"] = refused(
-        lambda: LRP(net, rule_set=RuleSet(name_map={"3": EpsilonRule()})).attribute(xs(), target=0),
+        lambda: LRP(net, rule_set=RuleSet(name_map={"3": EpsilonRule()})).attribute(inputs(), target=0),
         "3",
         "'2'",
     )
     nested = nn.Sequential(mlp()).double()
     out["RuleSet: name_map names a container"] = refused(
-        lambda: LRP(nested, rule_set=Epsilon(name_map={"0": PassRule()})).attribute(xs(), target=0),
+        lambda: LRP(nested, rule_set=Epsilon(name_map={"0": PassRule()})).attribute(inputs(), target=0),
         "container",
     )
     bn = nn.Sequential(
@@ -450,23 +395,23 @@ def group_lrp() -> dict[str, Verdict]:
     )
     bn = bn.double().eval()
     out["MergeBatchNorm: conflicting pair"] = refused(
-        lambda: LRP(bn, canonizers=[MergeBatchNorm(pairs=[("2", "1")])]).attribute(xs(), target=0),
+        lambda: LRP(bn, canonizers=[MergeBatchNorm(pairs=[("2", "1")])]).attribute(inputs(), target=0),
         "both",
     )
     out["MergeBatchNorm: unknown name"] = refused(
-        lambda: LRP(bn, canonizers=[MergeBatchNorm(pairs=[("0", "bn")])]).attribute(xs(), target=0),
+        lambda: LRP(bn, canonizers=[MergeBatchNorm(pairs=[("0", "bn")])]).attribute(inputs(), target=0),
         "bn",
         "valid",
     )
-    ref = LayerLRP(net, net[2]).attribute(xs(), target=1)
+    ref = LayerLRP(net, net[2]).attribute(inputs(), target=1)
     out["LayerLRP: layer given by name"] = same(
-        lambda: LayerLRP(net, "2").attribute(xs(), target=1), ref
+        lambda: LayerLRP(net, "2").attribute(inputs(), target=1), ref
     )
     out["LayerLRP: layer of another model"] = refused(
-        lambda: LayerLRP(net, nn.Linear(5, C)).attribute(xs(), target=1), "submodule"
+        lambda: LayerLRP(net, nn.Linear(5, C)).attribute(inputs(), target=1), "submodule"
     )
     out["LayerLRP: unknown layer name"] = refused(
-        lambda: LayerLRP(net, "conv2").attribute(xs(), target=1), "conv2"
+        lambda: LayerLRP(net, "conv2").attribute(inputs(), target=1), "conv2"
     )
     emb = nn.Sequential(nn.Embedding(7, 3), nn.Flatten(), nn.Linear(6, C)).double().eval()
     nn.init.zeros_(emb[2].bias)
@@ -537,8 +482,6 @@ def group_metrics() -> dict[str, Verdict]:
 
 
 def group_batching() -> dict[str, Verdict]:
-    from quantus_metrics import CSC, ConvergenceConstants, InherentNoise, explain_func_from
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         cnn = (
@@ -549,31 +492,13 @@ def group_batching() -> dict[str, Verdict]:
     rng = np.random.default_rng(0)
     x, y = rng.random((8, 1, 8, 8)), rng.integers(0, 4, 8)
     out: dict[str, Verdict] = {}
-    for metric in ("CSC", "ConvergenceConstants", "InherentNoise"):
+    for metric in BATCHED_METRICS:
         scores = {}
         try:
             for bs in (1, 3, 8):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    if metric == "CSC":
-                        res = CSC(method=Saliency, n_vectors=3, seed=1, display_progressbar=False)(
-                            cnn, x, y, batch_size=bs
-                        )
-                        scores[bs] = np.array([[s[k] for k in sorted(s)] for s in res])
-                    elif metric == "InherentNoise":
-                        m = InherentNoise(
-                            n_draws=5, score="empirical_pixel_level", display_progressbar=False,
-                            disable_warnings=True,
-                        )  # fmt: skip
-                        res = m(cnn, x, y, explain_func=explain_func_from(Saliency), batch_size=bs)
-                        scores[bs] = np.asarray(res, dtype=np.float64)
-                    else:
-                        m = ConvergenceConstants(
-                            sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,
-                            display_progressbar=False, disable_warnings=True,
-                        )  # fmt: skip
-                        res = m(cnn, x, y, explain_func=explain_func_from(Saliency), batch_size=bs)
-                        scores[bs] = np.asarray(res, dtype=np.float64)
+                    scores[bs] = metric_scores(metric, cnn, x, y, bs)
         except Exception as err:  # noqa: BLE001
             out[f"{metric}: batch_size 1/3/8"] = f"raw {type(err).__name__}: {str(err)[:80]}"
             continue
@@ -585,23 +510,6 @@ def group_batching() -> dict[str, Verdict]:
 
 
 def group_caso() -> dict[str, Verdict]:
-    class Act(nn.Module):
-        def __init__(self, act: nn.Module) -> None:
-            super().__init__()
-            self.a, self.act, self.b = nn.Linear(6, 8), act, nn.Linear(8, 5)
-
-        def forward(self, x):
-            return self.b(self.act(self.a(x)))
-
-    class Attention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.att = nn.MultiheadAttention(4, 2, batch_first=True)
-            self.fc = nn.Linear(12, 3)
-
-        def forward(self, x):
-            return self.fc(self.att(x, x, x, need_weights=False)[0].flatten(1))
-
     out: dict[str, Verdict] = {}
     x = torch.randn(3, 6, generator=torch.Generator().manual_seed(0)) * 3
     with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):

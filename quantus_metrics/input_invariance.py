@@ -25,6 +25,7 @@ import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 from torch import nn
 
+from captum_ext.core.modules import LINEAR_TYPES, unwrap_model
 from quantus_metrics._base import QuantusDefaults
 from quantus_metrics.explain import model_device_dtype
 
@@ -33,7 +34,7 @@ __all__ = ["InputShiftInvariance", "shifted_model"]
 
 def _first_layer(model: nn.Module) -> tuple[str, nn.Module]:
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        if isinstance(module, LINEAR_TYPES):
             return name, module
         if module is not model and any(True for _ in module.parameters(recurse=False)):
             raise ValueError(
@@ -113,7 +114,7 @@ class InputShiftInvariance(QuantusDefaults):
         self.shift = float(shift)
         self.shifted_explain_func_kwargs = shifted_explain_func_kwargs
 
-    def custom_preprocess(self, **kwargs: Any) -> None:
+    def prepare(self, **kwargs: Any) -> None:
         if getattr(self, "explain_func", None) is None:
             raise ValueError(
                 "InputShiftInvariance needs explain_func: it explains the shifted network itself."
@@ -128,7 +129,7 @@ class InputShiftInvariance(QuantusDefaults):
         **kwargs: Any,
     ) -> list[float]:
         """One relative L1 difference per sample."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         explain: Callable[..., np.ndarray] = self.explain_func
         shifted_kwargs = (
             self.explain_func_kwargs

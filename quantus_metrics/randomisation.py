@@ -26,6 +26,7 @@ from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, Score
 from torch import nn
 from tqdm.auto import tqdm
 
+from captum_ext.core.channels import channel_reduction as check_channel_reduction
 from captum_ext.core.modules import model_device_dtype, unwrap_model
 from captum_ext.core.progress import show_progress
 from captum_ext.core.randomness import DEFAULT_SEED, derive_seed
@@ -33,10 +34,9 @@ from captum_ext.core.validation import check_open_unit, check_positive_int
 from quantus_metrics._base import (
     NORM_TYPES,
     QuantusDefaults,
-    finish_plot,
+    ResultPlot,
     mean_per_layer,
     metric_defaults,
-    plot_axes,
 )
 from quantus_metrics._bootstrap import bootstrap_ci
 from quantus_metrics.ssim import ReferenceSSIM, SSIMOptions, percentile_normalise, reduce_channels
@@ -136,7 +136,7 @@ def _aggregate_scores(scores: Any) -> Any:
     return float(np.nanmean(scores))
 
 
-class _SSIMScoring(QuantusDefaults):
+class _SSIMScoring(ResultPlot, QuantusDefaults):
     """Shared configuration, map handling and bootstrap of the two SSIM metrics."""
 
     data_applicability = {DataType.IMAGE}
@@ -162,10 +162,9 @@ class _SSIMScoring(QuantusDefaults):
         **kwargs: Any,
     ) -> None:
         super().__init__(**metric_defaults(kwargs, self._aggregate))
-        if channel_reduction not in ("sum", "max_abs"):
-            raise ValueError(
-                f"channel_reduction must be 'sum' or 'max_abs', got {channel_reduction!r}."
-            )
+        channel_reduction = check_channel_reduction(
+            channel_reduction, ("sum", "max_abs"), "channel_reduction"
+        )
         ssim_options = SSIMOptions(
             data_range=data_range, win_size=win_size, gaussian=gaussian, sigma=sigma
         )
@@ -414,7 +413,7 @@ class ModelRandomisationSSIM(_SSIMScoring):
         self.confidence_intervals: dict[str, tuple[float, float]] = {}
         self._spare_copy: nn.Module | None = None
 
-    def custom_preprocess(self, *, model: Any, x_batch: np.ndarray, **kwargs: Any) -> None:
+    def prepare(self, *, model: Any, x_batch: np.ndarray, **kwargs: Any) -> None:
         module = unwrap_model(model)
         device, dtype = model_device_dtype(module)
         # Find the execution order on a copy: a forward pass must not touch the user's model.
@@ -524,23 +523,17 @@ class ModelRandomisationSSIM(_SSIMScoring):
             table = {ORIGINAL: list(self._original), **table}
         return table
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
+    _nothing_to_plot = "Nothing to plot: call the metric first (return_aggregate=False)."
+
+    def has_results(self) -> bool:
+        return bool(self.confidence_intervals)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Mean SSIM per randomised layer with its bootstrap band (Sixt et al., Figure 4b)."""
-        if not self.confidence_intervals:
-            raise ValueError("Nothing to plot: call the metric first (return_aggregate=False).")
         names = self.layer_names
         means = mean_per_layer(self.per_sample_scores)
-        ax = plot_axes(ax)
         positions = np.arange(len(names))
-        (line,) = ax.plot(
-            positions, [means[n] for n in names], marker="o", label=label, **line_kwargs
-        )
+        (line,) = ax.plot(positions, [means[n] for n in names], marker="o", label=label, **style)
         ax.fill_between(
             positions,
             [self.confidence_intervals[n][0] for n in names],
@@ -553,7 +546,6 @@ class ModelRandomisationSSIM(_SSIMScoring):
         ax.set_xlabel(f"{self.order} randomisation up to layer (output → input)")
         ax.set_ylabel(f"SSIM, {100 * self.confidence:g} % CI")
         ax.set_ylim(-0.05, 1.05)
-        return finish_plot(ax, label, path_to_save)
 
 
 @_ssim_docs
@@ -592,7 +584,7 @@ class RandomLogitSSIM(_SSIMScoring):
         self.confidence_interval: tuple[float, float] = (float("nan"), float("nan"))
         self.other_classes = np.empty(0, dtype=np.int64)
 
-    def custom_preprocess(
+    def prepare(
         self, *, model: Any, x_batch: np.ndarray, y_batch: np.ndarray, **kwargs: Any
     ) -> dict[str, Any]:
         module = unwrap_model(model)
@@ -640,23 +632,16 @@ class RandomLogitSSIM(_SSIMScoring):
         low, high = self._bootstrap(np.asarray(self.evaluation_scores, dtype=np.float64))
         self.confidence_interval = (float(low), float(high))
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **hist_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.per_sample_scores)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Histogram of the per-sample SSIM, its mean and bootstrap interval (Figure 4a)."""
-        if not self.per_sample_scores:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
         values = np.asarray(self.per_sample_scores)
         bins = np.linspace(-0.05, 1.05, 23)
-        _, _, patches = ax.hist(values, bins=bins, alpha=0.6, label=label, **hist_kwargs)
+        _, _, patches = ax.hist(values, bins=bins, alpha=0.6, label=label, **style)
         colour = patches[0].get_facecolor() if len(patches) else None
         ax.axvline(float(values.mean()), color=colour, linestyle="--")
         ax.axvspan(*self.confidence_interval, color=colour, alpha=0.2, linewidth=0)
         ax.set_xlabel(f"SSIM(target map, random-class map); mean, {100 * self.confidence:g} % CI")
         ax.set_ylabel("samples")
-        return finish_plot(ax, label, path_to_save)

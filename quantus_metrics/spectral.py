@@ -2,17 +2,18 @@
 
 Two conventions live here, behind one metric class, :class:`ExpectedFrequency`:
 
-``convention="paper"`` (the default of :class:`ExpectedFrequency`)
+``convention="integer_rings"`` (the default of :class:`ExpectedFrequency`; formerly ``"paper"``)
     The Expected Frequency (EF) of Mehrpanah et al. (2025) as their public code computes it
     (their eq. 5): channel-summed map, rank-normalised (average ranks ``1..N`` divided by ``N``),
     power spectrum ``|FFT2|²`` shifted so the zero frequency sits at ``(H // 2, W // 2)``,
     averaged over rings of equal *integer* radius ``r = ⌊√(Δy² + Δx²)⌋`` (``K`` rings, DC
     included), ring frequencies ``f_k = k / (K − 1)`` and
     ``EF = (1/K) Σ_k f_k P_k / Σ_j P_j``. See :func:`expected_frequency` and ``docs/spectral.md``.
-``convention="project"`` (the default of the older name :class:`SpectralComplexity`)
-    This project's earlier normalisation, described below.
+``convention="normalised_rings"`` (the default of the older name :class:`SpectralComplexity`;
+    formerly ``"project"``)
+    This package's earlier normalisation, described below.
 
-The project convention: an explanation map is reduced over channels, optionally
+The normalised-rings convention: an explanation map is reduced over channels, optionally
 rank-normalised, transformed with a 2-D FFT (batched, :mod:`torch.fft`) and its power spectrum
 is averaged over rings of equal normalised frequency. Two scalars summarise the radial
 spectrum ``P_k`` at frequencies ``f_k``:
@@ -21,7 +22,7 @@ spectrum ``P_k`` at frequencies ``f_k``:
 * the share of spectral mass above a cut-off frequency.
 
 Lower means smoother. The choices of this convention (mean removed, frequency normalised by
-the largest radius of the grid, equal-width rings) are this project's, made before the paper's
+the largest radius of the grid, equal-width rings) are this package's own, made before the paper's
 code was consulted; they rank maps like the paper's EF but give other numbers.
 """
 
@@ -35,7 +36,9 @@ import numpy as np
 import torch
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
-from quantus_metrics._base import QuantusDefaults, finish_plot, plot_axes
+from captum_ext.core.channels import channel_reduction, reduce_over_channels
+from captum_ext.core.deprecation import renamed_value
+from quantus_metrics._base import QuantusDefaults, ResultPlot
 
 __all__ = [
     "ExpectedFrequency",
@@ -50,16 +53,21 @@ __all__ = [
     "spectral_complexity",
 ]
 
-REDUCTIONS = ("sum", "abs_sum", "maxabs")
-"""Channel reductions of the spectral metrics."""
+REDUCTIONS = ("sum", "abs_sum", "max_abs")
+"""Channel reductions of the spectral metrics (``"maxabs"`` still works, deprecated)."""
 
 
-def check_reduction(reduce: str) -> None:
-    """Raise ``ValueError`` unless ``reduce`` is one of :data:`REDUCTIONS`."""
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce must be one of {REDUCTIONS}, got {reduce!r}.")
+def check_reduction(reduce: str) -> str:
+    """The canonical spelling of ``reduce``; ``ValueError`` unless it is in :data:`REDUCTIONS`.
+
+    The deprecated spelling ``"maxabs"`` is accepted with a ``DeprecationWarning``.
+    """
+    return channel_reduction(reduce, REDUCTIONS, "reduce")
+
+
 _SCORES = ("expected_frequency", "high_frequency_share")
-_CONVENTIONS = ("paper", "project")
+_CONVENTIONS = ("integer_rings", "normalised_rings")
+_OLD_CONVENTIONS = {"paper": "integer_rings", "project": "normalised_rings"}
 # quantus.Metric.__call__ has no defaults; quantus.evaluate relies on each metric providing them.
 
 
@@ -92,9 +100,9 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
     ----------
     maps : torch.Tensor
         ``(B, C, H, W)`` or ``(B, H, W)`` explanations.
-    reduce : {"sum", "abs_sum", "maxabs"}
-        Channel reduction: signed sum (default, methods.md §9), sum of magnitudes, or largest
-        magnitude.
+    reduce : {"sum", "abs_sum", "max_abs"}
+        Channel reduction: signed sum (default, as in Mehrpanah et al. 2025), sum of
+        magnitudes, or largest magnitude.
     min_size : int
         Smallest height/width accepted; a smaller grid has too few frequencies for a spectrum.
 
@@ -106,7 +114,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
     """
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"maps must be a torch.Tensor, got {type(maps).__name__}.")
-    check_reduction(reduce)
+    reduce = check_reduction(reduce)
     if maps.dim() not in (3, 4):
         raise ValueError(
             f"spectral complexity needs image explanations (B, C, H, W) or (B, H, W); got shape "
@@ -120,11 +128,7 @@ def reduce_channels(maps: torch.Tensor, reduce: str = "sum", min_size: int = 8) 
         )
     if maps.dim() == 3:
         return maps
-    if reduce == "sum":
-        return maps.sum(1)
-    if reduce == "abs_sum":
-        return maps.abs().sum(1)
-    return maps.abs().amax(1)
+    return reduce_over_channels(maps, reduce)
 
 
 def rank_normalise(maps: torch.Tensor) -> torch.Tensor:
@@ -201,7 +205,7 @@ def spectral_complexity(
         ``(B, C, H, W)`` or ``(B, H, W)`` explanations.
     cutoff : float
         Normalised frequency in (0, 1) above which energy counts as high-frequency.
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction (see :func:`reduce_channels`).
     rank : bool
         Rank-normalise each map before the FFT (see :func:`rank_normalise`).
@@ -300,7 +304,7 @@ def expected_frequency(
     rank : bool
         Rank-normalise each channel-reduced map first (:func:`paper_rank_normalise`), as the
         paper does; ``False`` measures the raw map (used by the sinusoid oracle).
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction; the paper sums channels.
     min_size : int
         Smallest accepted height/width.
@@ -329,26 +333,28 @@ def expected_frequency(
     return (profile @ freqs) / (n_rings * total.masked_fill(empty, float("nan")))
 
 
-class ExpectedFrequency(QuantusDefaults):
+class ExpectedFrequency(ResultPlot, QuantusDefaults):
     """Quantus metric: Expected Frequency of each explanation (lower = smoother).
 
-    With ``convention="paper"`` (default) the score is the EF of Mehrpanah et al. (2025), see
-    :func:`expected_frequency`; with ``convention="project"`` it is this project's earlier
+    With ``convention="integer_rings"`` (default) the score is the EF of Mehrpanah et al. (2025),
+    see :func:`expected_frequency`; with ``convention="normalised_rings"`` it is this package's
+    earlier
     ring-averaged expected normalised frequency or high-frequency share
     (:func:`spectral_complexity`). ``score_direction`` is ``LOWER``: lower means smoother, which
     Mehrpanah et al. show can cost faithfulness, so "better" is meant in the smoothness sense only.
 
     Parameters
     ----------
-    convention : {"paper", "project"}
-        Which definition (see the module docstring).
+    convention : {"integer_rings", "normalised_rings"}
+        Which definition (see the module docstring); the older names ``"paper"`` and
+        ``"project"`` still work, with a ``DeprecationWarning``.
     rank : bool
         Rank-normalise maps first (both conventions do by default).
-    reduce : {"sum", "abs_sum", "maxabs"}
+    reduce : {"sum", "abs_sum", "max_abs"}
         Channel reduction (sum in the paper).
     cutoff, score, n_bins
-        Options of the project convention only (see :func:`spectral_complexity`); passing a
-        non-default value with ``convention="paper"`` raises.
+        Options of the normalised-rings convention only (see :func:`spectral_complexity`);
+        passing a non-default value with ``convention="integer_rings"`` raises.
     min_size : int
         Smallest accepted height/width.
     **kwargs
@@ -359,8 +365,8 @@ class ExpectedFrequency(QuantusDefaults):
     Attributes
     ----------
     spectra : list
-        Per evaluated batch of the last call: a :class:`SpectralResult` (project convention) or
-        the ``(B, K)`` integer-ring profiles (paper convention).
+        Per evaluated batch of the last call: a :class:`SpectralResult` (normalised rings) or
+        the ``(B, K)`` integer-ring profiles (integer rings).
 
     Examples
     --------
@@ -377,7 +383,7 @@ class ExpectedFrequency(QuantusDefaults):
     model_applicability = {ModelType.TORCH, ModelType.TF}
     score_direction = ScoreDirection.LOWER
     evaluation_category = EvaluationCategory.COMPLEXITY
-    _default_convention = "paper"
+    _default_convention = "integer_rings"
 
     def __init__(
         self,
@@ -392,19 +398,21 @@ class ExpectedFrequency(QuantusDefaults):
     ) -> None:
         super().__init__(**kwargs)
         convention = self._default_convention if convention is None else convention
+        convention = renamed_value(convention, _OLD_CONVENTIONS, "convention")
         if convention not in _CONVENTIONS:
             raise ValueError(f"convention must be one of {_CONVENTIONS}, got {convention!r}.")
         if score not in _SCORES:
             raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
-        check_reduction(reduce)
+        reduce = check_reduction(reduce)
         if isinstance(cutoff, bool) or not isinstance(cutoff, (int, float)) or not 0 < cutoff < 1:
             raise ValueError(f"cutoff must be a normalised frequency in (0, 1), got {cutoff!r}.")
-        if convention == "paper" and (
+        if convention == "integer_rings" and (
             score != "expected_frequency" or n_bins is not None or cutoff != 0.5
         ):
             raise ValueError(
-                "score, cutoff and n_bins belong to convention='project'; the paper's EF has "
-                "integer rings and no cut-off. Pass convention='project' to use them."
+                "score, cutoff and n_bins belong to convention='normalised_rings' (formerly "
+                "convention='project'); the EF of Mehrpanah et al. has integer rings and no "
+                "cut-off. Pass convention='normalised_rings' to use them."
             )
         self.convention = convention
         self.cutoff = float(cutoff)
@@ -421,7 +429,7 @@ class ExpectedFrequency(QuantusDefaults):
         return super().__call__(model, x_batch, y_batch, **kwargs)
 
     def compute(self, a_batch: np.ndarray | torch.Tensor) -> SpectralResult:
-        """Project convention: the full :class:`SpectralResult` of a batch (no Quantus plumbing)."""
+        """Normalised rings: the full :class:`SpectralResult` of a batch (no Quantus plumbing)."""
         maps = torch.as_tensor(a_batch)
         return spectral_complexity(
             maps, self.cutoff, self.reduce, self.rank, self.n_bins, self.min_size
@@ -430,7 +438,7 @@ class ExpectedFrequency(QuantusDefaults):
     def scores(self, a_batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         """``(B,)`` scores of a batch of explanations under the chosen convention."""
         maps = torch.as_tensor(a_batch)
-        if self.convention == "paper":
+        if self.convention == "integer_rings":
             values = expected_frequency(maps, self.rank, self.reduce, self.min_size)
             reduced = reduce_channels(maps, self.reduce, self.min_size)
             self.spectra.append(
@@ -445,46 +453,37 @@ class ExpectedFrequency(QuantusDefaults):
         """One score per explanation of the batch."""
         return [float(v) for v in self.scores(a_batch).cpu()]
 
-    def plot(
-        self,
-        ax: Any = None,
-        label: str | None = None,
-        path_to_save: str | None = None,
-        **line_kwargs: Any,
-    ) -> Any:
+    def has_results(self) -> bool:
+        return bool(self.spectra)
+
+    def draw(self, ax: Any, label: str | None, **style: Any) -> None:
         """Mean radial power profile of the last call's maps (log power).
 
-        Project convention: normalised frequency with the cut-off dotted; paper convention:
+        Normalised rings: normalised frequency with the cut-off dotted; integer rings:
         integer frequency rings, each profile normalised to unit total power first.
         """
-        if not self.spectra:
-            raise ValueError("Nothing to plot: call the metric first.")
-        ax = plot_axes(ax)
-        if self.convention == "paper":
+        if self.convention == "integer_rings":
             power = torch.cat([p.double().cpu() for p in self.spectra])
             power = power / power.sum(1, keepdim=True).clamp_min(1e-300)
             rings = np.arange(power.shape[1])
-            ax.plot(rings, power.mean(0).numpy(), marker=".", label=label, **line_kwargs)
+            ax.plot(rings, power.mean(0).numpy(), marker=".", label=label, **style)
             ax.set_xlabel("frequency ring k")
         else:
             power = torch.cat([r.power for r in self.spectra]).double().cpu()
             frequencies = self.spectra[0].frequencies.double().cpu()
-            ax.plot(
-                frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **line_kwargs
-            )
+            ax.plot(frequencies.numpy(), power.mean(0).numpy(), marker=".", label=label, **style)
             ax.axvline(self.cutoff, color="grey", linestyle=":")
             ax.set_xlabel("normalised frequency (cut-off dotted)")
         ax.set_yscale("log")
         ax.set_ylabel("share of power")
-        return finish_plot(ax, label, path_to_save)
 
 
 class SpectralComplexity(ExpectedFrequency):
-    """The earlier name of :class:`ExpectedFrequency`, defaulting to this project's convention.
+    """The earlier name of :class:`ExpectedFrequency`, defaulting to the normalised rings.
 
     Kept so existing code keeps its numbers; new code should use
-    ``ExpectedFrequency(convention="paper")`` (Mehrpanah et al. 2025) or
-    ``ExpectedFrequency(convention="project")``.
+    ``ExpectedFrequency(convention="integer_rings")`` (Mehrpanah et al. 2025) or
+    ``ExpectedFrequency(convention="normalised_rings")``.
 
     Examples
     --------
@@ -497,4 +496,4 @@ class SpectralComplexity(ExpectedFrequency):
     """
 
     name = "Spectral Complexity"
-    _default_convention = "project"
+    _default_convention = "normalised_rings"

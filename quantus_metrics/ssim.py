@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from captum_ext.core.channels import channel_reduction, reduce_over_channels
 from captum_ext.core.validation import check_finite, check_positive, check_positive_int
 
 __all__ = [
@@ -232,9 +233,11 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
     """Reduce ``(N, C, H, W)`` attributions to ``(N, H, W)`` maps (``(N, H, W)`` passes through).
 
     ``how="max_abs"``: maximum absolute value over channels (gradient-like methods in Sixt et al.,
-    2020);
-    ``how="sum"``: signed channel sum (LRP, DTD, PatternAttribution, DeepLIFT).
+    2020); ``how="sum"``: signed channel sum (LRP, DTD, PatternAttribution, DeepLIFT); also
+    ``"abs_sum"`` and ``"l2"`` (:data:`captum_ext.core.channels.CHANNEL_REDUCTIONS`). The old
+    spelling ``"maxabs"`` works with a ``DeprecationWarning``.
     """
+    how = channel_reduction(how, argument="how")
     if attribution.dim() == 3:
         return attribution
     if attribution.dim() != 4:
@@ -243,11 +246,7 @@ def reduce_channels(attribution: torch.Tensor, how: str = "sum") -> torch.Tensor
             f"{tuple(attribution.shape)}; SSIM metrics only support 2-D images (1-D "
             "attributions of tabular data or time series are not supported)."
         )
-    if how == "sum":
-        return attribution.sum(dim=1)
-    if how == "max_abs":
-        return attribution.abs().amax(dim=1)
-    raise ValueError(f"channel reduction must be 'sum' or 'max_abs', got {how!r}.")
+    return reduce_over_channels(attribution, how)
 
 
 def percentile_normalise(

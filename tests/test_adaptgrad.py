@@ -153,7 +153,7 @@ def test_inherent_noise_matches_monte_carlo(which):
 
 
 def test_figure3_oracle():
-    """methods.md §4: x uniform on [−2.12, 2.64]; the paper prints 0.1596 and 0.01424."""
+    """Zhou et al. (2025), Fig. 3: x uniform on [−2.12, 2.64]; the paper prints 0.1596, 0.01424."""
     x = _grid(*FIG3)
     sg = inherent_noise(x, smoothgrad_std(FIG3, 0.2), FIG3).mean.item()
     ag_code = inherent_noise(x, noise_std(x, FIG3, 0.95, "code"), FIG3).mean.item()

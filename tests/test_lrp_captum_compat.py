@@ -1,4 +1,4 @@
-"""captum_ext.LRP / LayerLRP as drop-in replacements of captum.attr.LRP / LayerLRP (issue #14).
+"""captum_ext.LRP / LayerLRP as drop-in replacements of captum.attr.LRP / LayerLRP.
 
 The behaviours Captum's own LRP tests expect (skip connections through an addition module,
 in-place ReLUs, multiple inputs, ``return_convergence_delta``, layer attributions with
@@ -30,6 +30,7 @@ from captum_ext.lrp import (
     PassRule,
 )
 from captum_ext.rectgrad import RectGrad
+from tests.oracles import zennit_relevance
 
 D = torch.float64
 
@@ -493,18 +494,6 @@ def test_unfoldable_batchnorm_per_rule_set():
         torch.testing.assert_close(r_in, lrp.attribute(x, target=2))
 
 
-def _zennit_relevance(model, composite, x, target):
-    from zennit.attribution import Gradient
-
-    model = copy.deepcopy(model)
-    with Gradient(model, composite) as attributor:
-        out = model(x)
-        onehot = torch.zeros_like(out)
-        onehot[torch.arange(len(x)), target] = 1.0
-        _, relevance = attributor(x, lambda o: o * onehot)
-    return relevance
-
-
 @pytest.mark.slow
 def test_excitation_backprop_on_a_small_densenet_refuses_or_traces():
 
@@ -548,7 +537,7 @@ def test_efficientnet_b0_with_stochastic_depth_runs_traced():
     with pytest.raises(TypeError, match="applies `mul`"):
         LRP(model, rule_set=EpsilonPlus(), canonizers=[]).attribute(x, target=target)
     ours = LRP(model, rule_set=EpsilonPlus()).attribute(x, target=target)
-    theirs = _zennit_relevance(
+    theirs = zennit_relevance(
         model, ZennitEpsilonPlus(canonizers=[SequentialMergeBatchNorm()]), x, target
     )
     assert torch.isfinite(ours).all() and torch.isfinite(theirs).all()

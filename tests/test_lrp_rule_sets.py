@@ -17,7 +17,6 @@ from captum.attr import InputXGradient, NoiseTunnel
 from torch import nn
 from zennit import composites as zc
 from zennit import rules as zr
-from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
 from zennit.torchvision import ResNetCanonizer as ZennitResNetCanonizer
 from zennit.types import Convolution
@@ -47,6 +46,7 @@ from captum_ext.lrp import (
     ZPlusRule,
 )
 from captum_ext.zoo import SmallMLP, torchvision_model
+from tests.oracles import zennit_relevance
 
 
 def _base(stabilizer=1e-6):
@@ -102,16 +102,6 @@ RULE_SETS = {
 }
 
 
-def _zennit_relevance(model, composite, x, target):
-    model = copy.deepcopy(model)
-    with Gradient(model, composite) as attributor:
-        out = model(x)
-        onehot = torch.zeros_like(out)
-        onehot[torch.arange(len(x)), target] = 1.0
-        _, relevance = attributor(x, lambda o: o * onehot)
-    return relevance
-
-
 def _exact_batchnorm(model):
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -160,7 +150,7 @@ def test_rule_set_matches_zennit(zennit_models, model_name, set_name):
     target = torch.tensor([7])
     ours_factory, zennit_factory = RULE_SETS[set_name]
     ours = LRP(model, rule_set=ours_factory()).attribute(x, target=target)
-    theirs = _zennit_relevance(model, zennit_factory([c() for c in canonizers]), x, target)
+    theirs = zennit_relevance(model, zennit_factory([c() for c in canonizers]), x, target)
     error = (ours - theirs).abs().max() / theirs.abs().max()
     assert error <= 1e-5, f"max relative error {error:.2e}"
 

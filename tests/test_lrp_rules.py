@@ -1,4 +1,4 @@
-"""Every LRP rule against the methods.md §1 dense oracle and a slow matrix-form reference.
+"""Every LRP rule against a closed-form dense oracle and a slow matrix-form reference.
 
 The reference writes each rule's equation with the layer's Jacobian ``J`` (obtained by autograd
 through the layer, one sample at a time) as the weight matrix, so it shares no code with the
@@ -198,7 +198,7 @@ def test_rules_non_negative_input_path_matches_reference(rule_name):
     torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-9)
 
 
-# ----------------------------------------------------------------------- methods.md §1 oracle
+# ------------------------------------------------------------------------ dense closed form
 
 ORACLE = {
     "eps1e-6": (EpsilonRule(1e-6), [-0.625662, 0.053022, 3.722162]),

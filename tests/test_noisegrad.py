@@ -130,7 +130,7 @@ def test_model_untouched_after_failure_and_train_mode_kept(net):
     dtype = next(net.parameters()).dtype
     net.train()
     before = ModelSnapshot.of(net)
-    with pytest.raises(ValueError, match="out of range"):  # refused before any work (#15)
+    with pytest.raises(ValueError, match="out of range"):  # refused before any work
         NoiseGrad(Saliency(net), n_models=2).attribute(
             _x(dtype), target=17, seed=0, progress=False
         )

@@ -1,5 +1,5 @@
 """Quantus conventions: MPRT's layout, NaN rows instead of aborted tables, the method's noise,
-``get_params`` (issue #19)."""
+``get_params``."""
 
 from __future__ import annotations
 

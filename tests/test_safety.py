@@ -1,4 +1,4 @@
-"""Never a harmed model, never a silently wrong answer (issue 15).
+"""Never a harmed model, never a silently wrong answer.
 
 Threads, train mode, failing calls and the model's state: every attribution call runs on a
 private view of the model (captum_ext.core.isolation), so the user's module is never written.
@@ -29,6 +29,7 @@ from captum_ext import (
 )
 from captum_ext.core.isolation import TrainModeWarning, model_view
 from captum_ext.zoo import SmallVGG
+from tests.safety_models import Act, Attention, ClampHardsigmoid, ClampHardswish
 
 
 def _vgg(seed: int = 0) -> nn.Module:
@@ -207,33 +208,14 @@ def test_failing_noisegrad_restores_requires_grad():
     assert not x.requires_grad
 
 
-class _Act(nn.Module):
-    def __init__(self, act: nn.Module) -> None:
-        super().__init__()
-        self.a, self.act, self.b = nn.Linear(6, 8), act, nn.Linear(8, 5)
-
-    def forward(self, x):
-        return self.b(self.act(self.a(x)))
-
-
-class _ClampHardsigmoid(nn.Module):
-    def forward(self, x):  # hardsigmoid written independently
-        return torch.clamp(x / 6 + 0.5, 0, 1)
-
-
-class _ClampHardswish(nn.Module):
-    def forward(self, x):
-        return x * torch.clamp(x / 6 + 0.5, 0, 1)
-
-
 @pytest.mark.parametrize(
     ("act", "reference"),
-    [(nn.Hardsigmoid(), _ClampHardsigmoid()), (nn.Hardswish(), _ClampHardswish())],
+    [(nn.Hardsigmoid(), ClampHardsigmoid()), (nn.Hardswish(), ClampHardswish())],
     ids=["hardsigmoid", "hardswish"],
 )
 def test_caso_double_backward_through_hard_activations(act, reference):
-    model = _Act(act).double().eval()
-    oracle = _Act(reference).double().eval()
+    model = Act(act).double().eval()
+    oracle = Act(reference).double().eval()
     oracle.load_state_dict(model.state_dict())
     x = torch.randn(3, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
     with warnings.catch_warnings():
@@ -245,15 +227,6 @@ def test_caso_double_backward_through_hard_activations(act, reference):
 
 
 def test_caso_double_backward_through_attention():
-    class Attention(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.att = nn.MultiheadAttention(4, 2, batch_first=True)
-            self.fc = nn.Linear(12, 3)
-
-        def forward(self, x):
-            return self.fc(self.att(x, x, x, need_weights=False)[0].flatten(1))
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = Attention().double().eval()

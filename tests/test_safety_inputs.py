@@ -1,6 +1,6 @@
 """One validation for every class: targets, model outputs, batch axis, dtype, empty batches.
 
-Also the LRP-specific silent failures of issue 15: target=None on multi-output models,
+Also the LRP-specific silent failures: target=None on multi-output models,
 functional operations in the forward (scales passed as additional_forward_args, DenseNet-style
 F.relu/pooling), RuleSet names and MergeBatchNorm pairs, LayerLRP layers given by name.
 """
@@ -10,23 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from captum.attr import Saliency
 from torch import nn
 
-from captum_ext import (
-    CAFO,
-    CASO,
-    LRP,
-    AdaptGrad,
-    FusionGrad,
-    LayerLRP,
-    NoiseGrad,
-    PatternAttribution,
-    PatternNet,
-    RectGrad,
-    SeededNoiseTunnel,
-)
+from captum_ext import LRP, LayerLRP
 from captum_ext.core.validation import SelectOutput
 from captum_ext.lrp import (
     Epsilon,
@@ -36,80 +22,18 @@ from captum_ext.lrp import (
     PassRule,
     RuleSet,
 )
-
-B, D, C = 3, 6, 4
-
-
-def _mlp(seed: int = 0) -> nn.Module:
-    gen = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Linear(D, 5), nn.ReLU(), nn.Linear(5, C))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen))
-    return model.double().eval()
-
-
-def _x() -> torch.Tensor:
-    return torch.rand(B, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-
-
-def _last_linear(model: nn.Module) -> nn.Module:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-
-
-def _pattern(cls, model):
-    return cls(model).fit(_x().repeat(4, 1), progress=False)
-
-
-# name -> (factory(model) -> callable(x, target)), whether target=None means "predicted class"
-METHODS = {
-    "LRP": (lambda m: LRP(m).attribute, False),
-    "LayerLRP": (lambda m: LayerLRP(m, _last_linear(m)).attribute, False),
-    "RectGrad": (lambda m: RectGrad(m).attribute, False),
-    "PatternNet": (lambda m: _pattern(PatternNet, m).attribute, False),
-    "PatternAttribution": (lambda m: _pattern(PatternAttribution, m).attribute, False),
-    "AdaptGrad": (
-        lambda m: (
-            lambda x, target=None, **kw: AdaptGrad(Saliency(m), bounds=(0.0, 1.0)).attribute(
-                x, target=target, nt_samples=2, seed=0, **kw
-            )
-        ),
-        False,
-    ),
-    "SeededNoiseTunnel": (
-        lambda m: (
-            lambda x, target=None, **kw: SeededNoiseTunnel(Saliency(m)).attribute(
-                x, target=target, nt_samples=2, stdevs=0.1, seed=0, **kw
-            )
-        ),
-        False,
-    ),
-    "NoiseGrad": (
-        lambda m: (
-            lambda x, target=None, **kw: NoiseGrad(Saliency(m), n_models=2).attribute(
-                x, target=target, seed=0, show_progress=False, **kw
-            )
-        ),
-        False,
-    ),
-    "FusionGrad": (
-        lambda m: (
-            lambda x, target=None, **kw: FusionGrad(Saliency(m), n_models=2, n_samples=2).attribute(
-                x, target=target, seed=0, show_progress=False, **kw
-            )
-        ),
-        False,
-    ),
-    "CAFO": (lambda m: lambda x, target=None, **kw: CAFO(m).attribute(x, target, n_iter=2), True),
-    "CASO": (lambda m: lambda x, target=None, **kw: CASO(m).attribute(x, target, n_iter=2), True),
-}
-NAMES = list(METHODS)
-
-
-def _call(name, model, x, target, **kwargs):
-    factory, _ = METHODS[name]
-    return factory(model)(x, target=target, **kwargs)
-
+from tests.safety_models import (
+    METHODS,
+    NAMES,
+    C,
+    D,
+    DenseStyle,
+    Scaled,
+    TupleOut,
+    call,
+    inputs,
+    mlp,
+)
 
 TARGET_FORMS = {
     "int list": lambda t: t.tolist(),
@@ -123,16 +47,16 @@ TARGET_FORMS = {
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_target_form_gives_the_same_result(name):
-    model, x = _mlp(), _x()
+    model, x = mlp(), inputs()
     t = torch.tensor([0, 3, 1])
-    reference = _call(name, model, x, t)
+    reference = call(name, model, x, t)
     for form, make in TARGET_FORMS.items():
-        out = _call(name, model, x, make(t))
+        out = call(name, model, x, make(t))
         torch.testing.assert_close(out, reference, msg=f"{name} with {form}")
     # a single class: int, numpy scalar and 0-d tensor agree
-    single = _call(name, model, x, 2)
-    torch.testing.assert_close(_call(name, model, x, np.int64(2)), single)
-    torch.testing.assert_close(_call(name, model, x, torch.tensor(2)), single)
+    single = call(name, model, x, 2)
+    torch.testing.assert_close(call(name, model, x, np.int64(2)), single)
+    torch.testing.assert_close(call(name, model, x, torch.tensor(2)), single)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -152,71 +76,48 @@ def test_every_target_form_gives_the_same_result(name):
 )
 def test_bad_targets_are_refused_by_every_class(name, target, error, match):
     with pytest.raises(error, match=match):
-        _call(name, _mlp(), _x(), target)
+        call(name, mlp(), inputs(), target)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_target_none_on_a_multi_output_model(name):
-    model, x = _mlp(), _x()
+    model, x = mlp(), inputs()
     _, none_is_predicted = METHODS[name]
     if none_is_predicted:
         predicted = model(x).argmax(1)
-        torch.testing.assert_close(_call(name, model, x, None), _call(name, model, x, predicted))
+        torch.testing.assert_close(call(name, model, x, None), call(name, model, x, predicted))
     else:
         with pytest.raises(ValueError, match="target=None"):
-            _call(name, model, x, None)
-
-
-class _TupleOut(nn.Module):
-    def __init__(self, kind: str) -> None:
-        super().__init__()
-        self.net = _mlp()
-        self.kind = kind
-
-    def forward(self, x):
-        out = self.net(x)
-        return {"logits": out, "aux": out.sum(1)} if self.kind == "dict" else (out, out.sum(1))
+            call(name, model, x, None)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if not n.startswith("Pattern")])
 @pytest.mark.parametrize("kind", ["tuple", "dict"])
 def test_tuple_and_dict_outputs_get_the_fix(name, kind):
-    model = _TupleOut(kind).double().eval()
+    model = TupleOut(kind).double().eval()
     with pytest.raises(TypeError, match="SelectOutput"):
-        _call(name, model, _x(), 1)
+        call(name, model, inputs(), 1)
     key = "logits" if kind == "dict" else 0
-    fixed = _call(name, SelectOutput(model, key), _x(), 1)
-    torch.testing.assert_close(fixed, _call(name, model.net, _x(), 1))
+    fixed = call(name, SelectOutput(model, key), inputs(), 1)
+    torch.testing.assert_close(fixed, call(name, model.net, inputs(), 1))
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_missing_batch_axis_dtype_mismatch_and_empty_batch(name):
-    model, x = _mlp(), _x()
+    model, x = mlp(), inputs()
     with pytest.raises(ValueError, match="batch"):
-        _call(name, model, x[0], 1)  # one sample without its batch axis
+        call(name, model, x[0], 1)  # one sample without its batch axis
     with pytest.raises(TypeError, match="convert"):
-        _call(name, model, x.float(), 1)
+        call(name, model, x.float(), 1)
     with pytest.raises(ValueError, match="batch size 0"):
-        _call(name, model, x[:0], 1)
+        call(name, model, x[:0], 1)
 
 
 # ---- LRP specifics ---------------------------------------------------------------------------
 
 
-class _Scaled(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = _mlp()
-        for m in self.net:
-            if isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x, scale):
-        return self.net(x) * scale
-
-
 def test_additional_forward_args_scale_keeps_conservation():
-    model, x, t = _Scaled().double().eval(), _x(), torch.tensor([0, 1, 2])
+    model, x, t = Scaled().double().eval(), inputs(), torch.tensor([0, 1, 2])
     scale = torch.tensor(2.0, dtype=torch.float64)
     out = model(x, scale).gather(1, t[:, None]).squeeze(1)
     exact = Epsilon(0.0, stabilizer=0.0)
@@ -235,20 +136,8 @@ def test_additional_forward_args_scale_keeps_conservation():
     torch.testing.assert_close(lrp, 2 * plain, rtol=1e-9, atol=1e-12)
 
 
-class _DenseStyle(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1)
-        self.fc = nn.Linear(3, C)
-
-    def forward(self, x):
-        h = F.relu(self.conv(x))
-        h = F.adaptive_avg_pool2d(h, 1).flatten(1)
-        return self.fc(h)
-
-
 def test_functional_operations_never_pass_silently():
-    model = _DenseStyle().double().eval()
+    model = DenseStyle().double().eval()
     x = torch.rand(2, 1, 5, 5, dtype=torch.float64)
     # Module hooks cannot give the functional operations a rule: refused by name.
     with pytest.raises(TypeError, match="(relu|adaptive_avg_pool2d).*outside any module"):
@@ -279,10 +168,10 @@ def test_torchvision_densenet_is_refused_not_wrong():
 
 
 def test_rule_set_name_map_typo_and_container_are_refused():
-    model, x = _mlp(), _x()
+    model, x = mlp(), inputs()
     with pytest.raises(ValueError, match=r"no module named '3'.*'0', '1', '2'"):
         LRP(model, rule_set=RuleSet(name_map={"3": EpsilonRule()})).attribute(x, target=0)
-    nested = nn.Sequential(_mlp()).double()
+    nested = nn.Sequential(mlp()).double()
     with pytest.raises(ValueError, match="container"):
         LRP(nested, rule_set=Epsilon(name_map={"0": PassRule()})).attribute(x, target=0)
     # a correct name still works and matters
@@ -295,7 +184,7 @@ def test_merge_batchnorm_conflicting_or_unknown_pairs_are_refused():
         nn.Linear(D, 5), nn.BatchNorm1d(5), nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, C)
     ).double()
     model.eval()
-    x = _x()
+    x = inputs()
     with pytest.raises(ValueError, match="paired with both"):
         LRP(model, canonizers=[MergeBatchNorm(pairs=[("2", "1")])]).attribute(x, target=0)
     with pytest.raises(ValueError, match="no module named 'bn'.*valid names"):
@@ -307,7 +196,7 @@ def test_merge_batchnorm_conflicting_or_unknown_pairs_are_refused():
 
 
 def test_layer_lrp_layer_by_name_and_foreign_layers():
-    model, x = _mlp(), _x()
+    model, x = mlp(), inputs()
     by_module = LayerLRP(model, model[2]).attribute(x, target=1)
     torch.testing.assert_close(LayerLRP(model, "2").attribute(x, target=1), by_module)
     with pytest.raises(ValueError, match="not a submodule"):

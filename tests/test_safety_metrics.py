@@ -11,15 +11,13 @@ from torch import nn
 from captum_ext import PatternNet
 from captum_ext.core.randomness import sample_seed
 from quantus_metrics import (
-    CSC,
-    ConvergenceConstants,
-    InherentNoise,
     ModelRandomisationSSIM,
     RandomLogitSSIM,
     SpectralComplexity,
     explain_func_from,
     ssim_batch,
 )
+from tests.safety_models import BATCHED_METRICS, metric_scores
 
 
 def _cnn() -> nn.Module:
@@ -42,30 +40,11 @@ def test_sample_seeds_are_distinct_and_stable():
     assert sample_seed(0, 5) == sample_seed(0, 5) and 0 <= sample_seed(7, 1) < 2**63
 
 
-@pytest.mark.parametrize("metric", ["CSC", "ConvergenceConstants", "InherentNoise"])
+@pytest.mark.parametrize("metric", BATCHED_METRICS)
 def test_per_sample_scores_do_not_depend_on_batch_size(metric):
     model = _cnn()
     x, y = _data(8)
-    scores = {}
-    for batch_size in (1, 3, 8):
-        if metric == "CSC":
-            m = CSC(method=Saliency, n_vectors=3, seed=1, display_progressbar=False)
-            out = m(model, x, y, batch_size=batch_size)
-            scores[batch_size] = np.array([[s[k] for k in sorted(s)] for s in out])
-        elif metric == "InherentNoise":
-            m = InherentNoise(
-                bounds=(0.0, 1.0), n_draws=5, score="empirical_pixel_level",
-                noise_from_method=False, display_progressbar=False, disable_warnings=True,
-            )  # fmt: skip
-            ef = explain_func_from(Saliency)
-            scores[batch_size] = np.asarray(m(model, x, y, explain_func=ef, batch_size=batch_size))
-        else:
-            m = ConvergenceConstants(
-                sigma=0.1, n_grid=(1, 2), n_reference=2, draws_per_call=2, seed=1,
-                display_progressbar=False, disable_warnings=True,
-            )  # fmt: skip
-            out = m(model, x, y, explain_func=explain_func_from(Saliency), batch_size=batch_size)
-            scores[batch_size] = np.asarray(out, dtype=np.float64)
+    scores = {b: metric_scores(metric, model, x, y, b) for b in (1, 3, 8)}
     np.testing.assert_allclose(scores[1], scores[8], rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(scores[3], scores[8], rtol=1e-10, atol=1e-12)
     # and the samples really got different draws (not one shared stream restarted per batch)

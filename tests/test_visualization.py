@@ -1,4 +1,4 @@
-"""Public figure helpers, bounds helpers, reprs and the uniform ``plot()`` (issue #19)."""
+"""Public figure helpers, bounds helpers, reprs and the uniform ``plot()``."""
 
 from __future__ import annotations
 

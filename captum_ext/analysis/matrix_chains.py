@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from scipy.special import digamma
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -229,7 +228,9 @@ def predicted_rate(kind: str, width: int, low: float = 0.0) -> float:
         mean, std = (1.0 + low) / 2.0, (1.0 - low) / np.sqrt(12.0)
         return float(std / (mean * np.sqrt(width)))
     if kind == "gaussian":
-        return float(np.exp(-0.5 * (digamma(width / 2.0) - digamma((width - 1) / 2.0))))
+        halves = torch.tensor([width / 2.0, (width - 1) / 2.0], dtype=torch.float64)
+        psi = torch.special.digamma(halves)
+        return float(torch.exp(-0.5 * (psi[0] - psi[1])))
     raise ValueError(f"no closed form for kind {kind!r}; use 'positive' or 'gaussian'.")
 
 

@@ -35,6 +35,13 @@ from torch import nn
 
 from captum_ext.core.guard import ModelGuard
 from captum_ext.core.krylov import KrylovCache, eigh_any_precision
+from captum_ext.core.modules import (
+    AVG_POOL_TYPES,
+    BATCHNORM_TYPES,
+    DROPOUT_TYPES,
+    LINEAR_TYPES,
+    MAX_POOL_TYPES,
+)
 from captum_ext.core.validation import check_finite, check_model_output, check_targets
 
 LossName = Literal["cross_entropy", "logit"]
@@ -56,29 +63,18 @@ __all__ = [
 
 # Leaf modules whose output is piecewise linear in their input (given fixed parameters).
 _PIECEWISE_LINEAR = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
+    *LINEAR_TYPES,
     nn.ReLU,
     nn.LeakyReLU,
     nn.ReLU6,
     nn.Hardtanh,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
+    *MAX_POOL_TYPES,
+    *AVG_POOL_TYPES,
     nn.Flatten,
     nn.Identity,
 )
 # Piecewise linear only in eval mode (batch statistics / random masks otherwise).
-_EVAL_ONLY = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.Dropout, nn.Dropout2d)
+_EVAL_ONLY = (*BATCHNORM_TYPES, *DROPOUT_TYPES)
 
 
 def non_piecewise_linear_modules(model: nn.Module) -> list[str]:

@@ -39,25 +39,9 @@ from captum.attr._core.deep_lift import SUPPORTED_NON_LINEAR
 from torch import nn
 
 from captum_ext.core.modified_backward import ForwardFn, register_modified_backward
+from captum_ext.core.validation import baseline_args
 
 __all__: list[str] = []
-
-
-def _baseline_args(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
-    if baselines is None:
-        baselines = (torch.zeros_like(args[0]),)
-    elif isinstance(baselines, torch.Tensor):
-        baselines = (baselines,)
-    if not 1 <= len(baselines) <= len(args):
-        raise ValueError(
-            f"got {len(baselines)} baselines for {len(args)} positional arguments; give one "
-            "baseline per input (the leading arguments)."
-        )
-    out = []
-    for arg, base in zip(args, baselines):
-        base = torch.as_tensor(base, dtype=arg.dtype, device=arg.device).expand_as(arg)
-        out.append(base.detach())
-    return (*out, *args[len(baselines) :])
 
 
 class _Recorder:
@@ -118,7 +102,7 @@ def _deeplift_backward(method: DeepLift) -> Iterator[ForwardFn]:
     def forward(*args: Any, baselines: Any = None) -> torch.Tensor:
         if not args:
             raise ValueError("forward needs the model inputs.")
-        reference = _baseline_args(args, baselines)
+        reference = baseline_args(args, baselines)
         recorder.reference = True
         with torch.no_grad():
             model(*reference)

@@ -22,16 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from captum_ext.core.modules import LINEAR_TYPES
+from captum_ext.core.modules import LINEAR_TYPES, PADDING_TYPES
 
 __all__ = ["PADDING_TYPES", "input_map"]
 
-PADDING_TYPES = tuple(
-    getattr(nn, f"{kind}Pad{dim}d")
-    for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
-    for dim in (1, 2, 3)
-    if hasattr(nn, f"{kind}Pad{dim}d")
-)
 
 _CALLS = {
     nn.Linear: (F.linear, ()),

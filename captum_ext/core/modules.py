@@ -8,8 +8,12 @@ import torch
 from torch import nn
 
 __all__ = [
+    "AVG_POOL_TYPES",
     "BATCHNORM_TYPES",
+    "DROPOUT_TYPES",
     "LINEAR_TYPES",
+    "MAX_POOL_TYPES",
+    "PADDING_TYPES",
     "model_device_dtype",
     "model_of",
     "owning_module",
@@ -20,6 +24,38 @@ LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 """The weighted linear layers the propagation rules and the analytic bounds are defined for."""
 
 BATCHNORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+"""Dropout layers: random masks in train mode, the identity in eval mode."""
+
+AVG_POOL_TYPES = (
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+)
+"""Average pooling (fixed and adaptive): linear maps without parameters."""
+
+MAX_POOL_TYPES = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+)
+"""Max pooling (fixed and adaptive): routes each output to one input."""
+
+PADDING_TYPES = tuple(
+    getattr(nn, f"{kind}Pad{dim}d")
+    for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
+    for dim in (1, 2, 3)
+    if hasattr(nn, f"{kind}Pad{dim}d")
+)
+"""Padding layers: copies of the input (and constants), whose gradient routes each output
+back to the position it copies."""
 
 
 def owning_module(forward_func: Any) -> nn.Module | None:

@@ -71,6 +71,36 @@ _TARGET_TYPES = (
 )
 
 
+def baseline_args(args: tuple[Any, ...], baselines: Any) -> tuple[Any, ...]:
+    """``args`` with its leading entries replaced by detached, broadcast ``baselines``.
+
+    ``baselines`` is ``None`` (zeros), one scalar or tensor, or a tuple of them for the first
+    ``len(baselines)`` arguments; the remaining arguments are passed through unchanged, so the
+    result is the reference input of a DeepLift-style forward pass.
+    """
+    if baselines is None:
+        baselines = (0.0,)
+    elif not isinstance(baselines, tuple):
+        baselines = (baselines,)
+    if not 1 <= len(baselines) <= len(args):
+        raise ValueError(
+            f"got {len(baselines)} baselines for {len(args)} positional arguments; give one "
+            "baseline per attributed input (the leading arguments)."
+        )
+    out = []
+    for arg, base in zip(args, baselines):
+        base = torch.as_tensor(base, dtype=arg.dtype, device=arg.device)
+        try:
+            base = base.expand_as(arg)
+        except RuntimeError as err:
+            raise ValueError(
+                f"baseline of shape {tuple(base.shape)} does not broadcast to the input of "
+                f"shape {tuple(arg.shape)}."
+            ) from err
+        out.append(base.detach())
+    return (*out, *args[len(baselines) :])
+
+
 def normalize_target(target: object, batch_size: int | None = None) -> object:
     """Check a Captum-style ``target`` and bring numpy values into Captum's types.
 

@@ -27,6 +27,13 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from captum_ext.core.canonization import is_folded
+from captum_ext.core.modules import (
+    AVG_POOL_TYPES,
+    BATCHNORM_TYPES,
+    DROPOUT_TYPES,
+    MAX_POOL_TYPES,
+    PADDING_TYPES,
+)
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import closest_names
 from captum_ext.lrp._layer import LINEAR_TYPES
@@ -86,45 +93,20 @@ ACTIVATIONS = (
     nn.Hardsigmoid,
 )
 # Identities in eval mode (torchvision's StochasticDepth: EfficientNet, ConvNeXt, Swin).
-_DROPOUT = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    StochasticDepth,
-)
+_DROPOUT = (*DROPOUT_TYPES, nn.AlphaDropout, StochasticDepth)
 _SUM_POOL = (
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
+    *AVG_POOL_TYPES,
     SumModule,
     Addition_Module,  # Captum's residual-addition module
 )
-_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-# Padding copies inputs (or adds constants, which take no relevance under the z-rules): the
-# gradient routes relevance back to the copied positions, as for the other routing modules.
-_PADDING = tuple(
-    getattr(nn, f"{kind}Pad{dim}d")
-    for kind in ("Zero", "Constant", "Reflection", "Replication", "Circular")
-    for dim in (1, 2, 3)
-    if hasattr(nn, f"{kind}Pad{dim}d")
-)
+_BATCHNORM = BATCHNORM_TYPES
 # Modules whose gradient already routes relevance correctly.
 _ROUTING = (
-    *_PADDING,
+    *PADDING_TYPES,  # copies of the input: the gradient routes relevance to the source
     nn.Flatten,
     nn.Unflatten,
     nn.Identity,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
+    *MAX_POOL_TYPES,
 )
 
 

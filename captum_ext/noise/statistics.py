@@ -40,6 +40,7 @@ __all__ = [
     "Bounds",
     "InherentNoise",
     "broadcast_bounds",
+    "broadcast_sigma",
     "inherent_noise",
     "kappa_value",
     "noise_std",
@@ -55,6 +56,25 @@ _KAPPA_ALIASES = {"code": "two_sided", "paper": "as_printed"}
 # --------------------------------------------------------------------------------------------
 # bounds and σ
 # --------------------------------------------------------------------------------------------
+
+
+def broadcast_sigma(value: float | Tensor, x: Tensor, name: str = "σ") -> Tensor:
+    """A noise scale as a tensor of ``x``'s shape and dtype, finite and ≥ 0 everywhere.
+
+    ``value`` is a number or a tensor that broadcasts to ``x`` (one σ per feature, per channel,
+    ...); ``name`` is how error messages call it.
+    """
+    sigma = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    check_finite(sigma, name)
+    if (sigma < 0).any():
+        raise ValueError(f"{name} must be ≥ 0 everywhere.")
+    try:
+        return torch.broadcast_to(sigma, x.shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"{name} of shape {tuple(sigma.shape)} cannot be broadcast to an input of shape "
+            f"{tuple(x.shape)}."
+        ) from err
 
 
 def _bound_tensor(value: BoundValue, x: Tensor, name: str) -> Tensor:

@@ -24,6 +24,7 @@ from captum_ext.core.isolation import isolated_call
 from captum_ext.core.randomness import make_generator
 from captum_ext.core.reprs import ReprFromInit
 from captum_ext.core.validation import check_finite, check_positive_int, check_result_finite
+from captum_ext.noise.statistics import broadcast_sigma
 
 __all__ = ["SeededNoiseTunnel", "TunnelOptions"]
 
@@ -134,17 +135,7 @@ class SeededNoiseTunnel(ReprFromInit, NoiseTunnel):
 
     @staticmethod
     def _sigma_tensor(stdev: float | Tensor, x: Tensor) -> Tensor:
-        sigma = torch.as_tensor(stdev, dtype=x.dtype, device=x.device)
-        check_finite(sigma, "stdevs")
-        if (sigma < 0).any():
-            raise ValueError("stdevs must be ≥ 0 everywhere.")
-        try:
-            return torch.broadcast_to(sigma, x.shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"stdevs of shape {tuple(sigma.shape)} cannot be broadcast to an input of shape "
-                f"{tuple(x.shape)}."
-            ) from err
+        return broadcast_sigma(stdev, x, "stdevs")
 
     def _run(
         self,

@@ -11,24 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from captum_ext.core.optional import require
+
 # The bounds helpers are public API in captum_ext.data; re-exported here for the zoo's users.
 from captum_ext.data import IMAGENET_MEAN, IMAGENET_STD, imagenet_bounds  # noqa: F401
 
 NATURAL_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat")
 
 _DIGITS_MAX = 16.0  # load_digits stores pixel intensities as integers 0..16
-
-
-def _require(module: str, extra: str = "examples"):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"{module} is needed for this data set; install it with "
-            f"`pip install captum-ext[{extra}]`."
-        ) from err
 
 
 def _check_size(size: int) -> None:
@@ -68,7 +58,7 @@ class DigitsDataset(Dataset):
         _check_size(size)
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating dtype, got {dtype}.")
-        datasets = _require("sklearn.datasets")
+        datasets = require("sklearn.datasets", "The digits data set", "examples")
         digits = datasets.load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float64) / _DIGITS_MAX
         labels = torch.as_tensor(digits.target, dtype=torch.long)
@@ -140,7 +130,7 @@ def natural_image_batch(
         raise ValueError(
             f"Unknown sample image(s) {unknown}; choose from {', '.join(NATURAL_IMAGES)}."
         )
-    skdata = _require("skimage.data")
+    skdata = require("skimage.data", "The photograph data set", "examples")
     batch = []
     for name in names:
         image = np.asarray(getattr(skdata, name)())

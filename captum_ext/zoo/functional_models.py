@@ -25,7 +25,7 @@ __all__ = [
 
 
 class ResidualNet(nn.Module):
-    """``relu(c2(relu(c1(x))) + x)``: the residual block of issue #14, then a dense head."""
+    """``relu(c2(relu(c1(x))) + x)``: a functional residual block, then a dense head."""
 
     def __init__(self, channels: int = 3, size: int = 8, classes: int = 4) -> None:
         super().__init__()

