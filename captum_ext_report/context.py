@@ -139,6 +139,20 @@ class ReportContext:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{name}.png"
 
+    def save_figure(self, fig: Any, name: str, dpi: int = 110, tight: bool = True) -> str:
+        """Lay out (``tight``), save and close matplotlib figure ``fig`` as ``name``; returns
+        its path relative to the report folder."""
+        from captum_ext_report.plotting import pyplot
+
+        path = self.figure_path(name)
+        if tight:
+            fig.tight_layout()
+            fig.savefig(path, dpi=dpi)
+        else:  # suptitle/colorbar layouts: crop to the drawn content instead
+            fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        pyplot().close(fig)
+        return self.relative(path)
+
     def relative(self, path: Path) -> str:
         return str(path.relative_to(self.out_dir))
 

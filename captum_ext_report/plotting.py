@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from captum_ext.core.channels import reduce_over_channels
+
 METHOD_COLOURS = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#f0c000", "#00a0a0",
@@ -15,7 +17,8 @@ METHOD_COLOURS = (
 """Thirteen distinguishable line colours (matplotlib's tab10, then black, gold, teal)."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's ``pyplot`` on the file-only Agg backend (imported on first use)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,10 +28,11 @@ def _pyplot():
 
 
 def to_map(attribution: torch.Tensor, reduce: str = "sum") -> np.ndarray:
-    """Reduce ``(C, H, W)`` relevance to a 2-D map: channel ``sum`` (signed) or ``maxabs``."""
+    """Reduce ``(C, H, W)`` relevance to a 2-D map with a channel reduction of
+    :mod:`captum_ext.core.channels` (``"sum"``, signed, by default)."""
     a = attribution.detach().double().cpu()
     if a.dim() == 3:
-        a = a.sum(0) if reduce == "sum" else a.abs().amax(0)
+        a = reduce_over_channels(a, reduce, dim=0)
     return a.numpy()
 
 
@@ -51,7 +55,7 @@ def heatmap_grid(
     Signed maps use a diverging colour map (``bwr``) centred at zero, each normalised by its
     own 99.5th percentile of absolute values; unsigned maps use ``magma``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     names = list(maps)
     rows, cols = len(images), len(names) + 1
     fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.4), squeeze=False)
@@ -94,7 +98,7 @@ def line_plot(
     logy: bool = False,
 ) -> Path:
     """Save one line per curve with optional shaded confidence bands."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.6))
     positions = np.arange(len(x)) if isinstance(x[0], str) else np.asarray(x, dtype=float)
     for name, values in curves.items():

@@ -19,7 +19,7 @@ from captum_ext.noise.adaptgrad import (
 )
 from captum_ext.zoo import imagenet_bounds, torchvision_model
 from captum_ext_report.context import ReportContext, Section
-from captum_ext_report.plotting import _pyplot, heatmap_grid, line_plot, markdown_table
+from captum_ext_report.plotting import heatmap_grid, line_plot, markdown_table, pyplot
 from captum_ext_report.verdicts import Claim, Criterion, bootstrap_ci
 
 ORDER = 30
@@ -41,7 +41,7 @@ def _figure3(ctx: ReportContext) -> tuple[dict[str, float], str]:
         "SG α=0.2": inherent_noise(x, smoothgrad_std(FIG3), FIG3).per_feature[:, 0],
         "AG c=0.95 (code κ)": inherent_noise(x, noise_std(x, FIG3), FIG3).per_feature[:, 0],
         "AG c=0.95 (eq. 13 κ)": inherent_noise(
-            x, noise_std(x, FIG3, kappa="paper"), FIG3
+            x, noise_std(x, FIG3, kappa="as_printed"), FIG3
         ).per_feature[:, 0],
     }
     means = {name: float(curve.mean()) for name, curve in curves.items()}
@@ -116,7 +116,7 @@ def _noise_rows(name: str, images: torch.Tensor, bounds, gen: torch.Generator) -
     stds = {
         "SG α=0.2": torch.as_tensor(_channelwise(smoothgrad_std(bounds))).to(images),
         "AG c=0.95 (code κ)": noise_std(images, bounds),
-        "AG c=0.95 (eq. 13 κ)": noise_std(images, bounds, kappa="paper"),
+        "AG c=0.95 (eq. 13 κ)": noise_std(images, bounds, kappa="as_printed"),
     }
     rows = []
     for method, std in stds.items():
@@ -150,7 +150,7 @@ def _sparseness(maps: dict[str, torch.Tensor], model, images, labels) -> dict[st
 
 
 def _bars(ctx: ReportContext, rows: list[list]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.6))
     labels = [f"{r[0]}\n{r[1]}" for r in rows]
     positions = np.arange(len(rows))
@@ -162,11 +162,7 @@ def _bars(ctx: ReportContext, rows: list[list]) -> str:
     ax.set_ylabel("fraction of noisy features out of bounds")
     ax.set_title("Inherent noise on the report's images")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = ctx.figure_path("adaptgrad_inherent_noise")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "adaptgrad_inherent_noise", dpi=120)
 
 
 def run(ctx: ReportContext) -> Section:

@@ -10,7 +10,7 @@ import torch
 from captum_ext.context_aware.cafo import CAFO, pair_normalize
 from captum_ext.context_aware.caso import CASO
 from captum_ext_report.context import ReportContext, Section
-from captum_ext_report.plotting import _pyplot, image_for_display, markdown_table
+from captum_ext_report.plotting import image_for_display, markdown_table, pyplot
 from captum_ext_report.verdicts import Claim, Criterion
 
 ORDER = 40
@@ -28,7 +28,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _figure1(ctx: ReportContext, p_max: np.ndarray, diffs: dict[str, np.ndarray]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     distance = -np.log10(np.clip(1 - p_max, 1e-16, None))
     for (label, diff), marker in zip(diffs.items(), ("o", "^"), strict=False):
@@ -41,15 +41,11 @@ def _figure1(ctx: ReportContext, p_max: np.ndarray, diffs: dict[str, np.ndarray]
         ax.set_yscale("symlog", linthresh=1e-4)
         ax.legend(fontsize=8)
     fig.suptitle("Fig. 1 setting: Hessian impact vs confidence (λ₁ = 0)")
-    fig.tight_layout()
-    path = ctx.figure_path("caso_fig1_difference_vs_confidence")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "caso_fig1_difference_vs_confidence", dpi=110)
 
 
 def _figure3(ctx, image, maps, lambdas, etas, chosen_map, chosen_lambda, chosen_eta) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     cols = len(lambdas) + 2
     fig, axes = plt.subplots(1, cols, figsize=(1.7 * cols, 2.3))
     axes[0].imshow(image_for_display(image), cmap="gray")  # grey for 1 channel only
@@ -67,10 +63,7 @@ def _figure3(ctx, image, maps, lambdas, etas, chosen_map, chosen_lambda, chosen_
         ax.set_yticks([])
     fig.colorbar(shown, ax=list(axes), fraction=0.02, label="PAIR-normalised |Δ|")
     fig.suptitle("Fig. 3 setting: CASO λ₁ sweep; green = sparsity-criterion choice")
-    path = ctx.figure_path("caso_fig3_lambda1_sweep")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "caso_fig3_lambda1_sweep", dpi=110, tight=False)
 
 
 CLAIM = (

@@ -25,7 +25,7 @@ from captum_ext.context_aware.cafo import CAFO
 from captum_ext.context_aware.caso import CASO
 from captum_ext.noise.adaptgrad import SeededNoiseTunnel
 from captum_ext_report.context import ReportContext, Section, fixed_workload_skip
-from captum_ext_report.plotting import _pyplot, heatmap_grid, markdown_table
+from captum_ext_report.plotting import heatmap_grid, markdown_table, pyplot
 from captum_ext_report.sections._efficientnet import BOUNDS, efficientnet_lite0, imagenet_photos
 
 ORDER = 42
@@ -50,17 +50,13 @@ def _spearman(a, b) -> float:
 
 
 def _figure1(ctx: ReportContext, p_max: np.ndarray, diff: np.ndarray) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     ax.scatter(p_max, diff, s=18)
     ax.set_xlabel("confidence p_max (EfficientNet-Lite0, 1 000 classes)")
     ax.set_ylabel("‖CASO/‖CASO‖ − CAFO/‖CAFO‖‖₂")
     ax.set_title("Singla et al. Fig. 1 on a real 1 000-class model (λ₁ = 0, λ₂ = L/2 + 10)")
-    fig.tight_layout()
-    path = ctx.figure_path("caso_real_fig1")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "caso_real_fig1", dpi=120)
 
 
 def run(ctx: ReportContext) -> Section:

@@ -151,11 +151,7 @@ def _figure(ctx: ReportContext, panels: dict[str, dict[str, CSC]]) -> str:
         ax.grid(alpha=0.3)
         # outside the axes so that it covers no curve
         ax.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    path = ctx.figure_path("csc_per_layer")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "csc_per_layer", dpi=110)
 
 
 def _vgg16(ctx: ReportContext) -> nn.Module:
@@ -224,6 +220,11 @@ def run(ctx: ReportContext) -> Section:
         methods = method_factories(ctx, patterns=patterns)
         panels[label], missing = _run_model(ctx, label, model, batch, methods)
         skipped += missing
+    # the per-layer |cos| distributions of the report's model, for the histogram section
+    ctx.extra["csc_distributions"] = (
+        len(images),
+        {name: metric.distributions for name, metric in panels[ctx.model_name].items()},
+    )
     rows, numbers = [], {}
     for label, metrics in panels.items():
         for name, metric in metrics.items():

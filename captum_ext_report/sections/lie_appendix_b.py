@@ -89,11 +89,7 @@ def _figure(ctx: ReportContext, sim, medians: dict, rates: dict) -> str:
     right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = ctx.figure_path("appendix_b_chains")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "appendix_b_chains", dpi=110)
 
 
 def run(ctx: ReportContext) -> Section:

@@ -87,11 +87,7 @@ def _figure(ctx: ReportContext, spectra: PatternSpectra) -> str:
     axes[0].set_ylabel("σ₁/σ₂")
     axes[0].legend(fontsize=7)
     axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    path = ctx.figure_path("figure3_pattern_spectra")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "figure3_pattern_spectra", dpi=110)
 
 
 def run(ctx: ReportContext) -> Section:

@@ -57,11 +57,7 @@ def _figure(ctx: ReportContext, histograms: dict, layer: str) -> str:
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel(f"share of pairs at the input of {layer}")
-    fig.tight_layout()
-    path = ctx.figure_path("cos_histograms")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "cos_histograms", dpi=110)
 
 
 def run(ctx: ReportContext) -> Section:
@@ -72,13 +68,20 @@ def run(ctx: ReportContext) -> Section:
         "DeepLiftLinear": DeepLiftLinear,
         "DeepLiftAblation": DeepLiftAblation,
     }
+    # the CSC section's distributions on the same model, when it ran these methods
+    n_shared, shared = ctx.extra.get("csc_distributions", (0, {}))
+    if all(name in shared for name in methods):
+        images = ctx.images[:n_shared].detach().cpu().numpy()
     histograms, stats, layer = {}, {}, None
     for offset, (name, factory) in enumerate(methods.items()):
-        metric = CSC(method=factory, seed=ctx.seed + offset, return_distributions=True)
-        metric(model=ctx.model, x_batch=images, y_batch=None)
-        layers = list(metric.distributions)
+        distributions = shared.get(name)
+        if distributions is None or len(images) != n_shared:
+            metric = CSC(method=factory, seed=ctx.seed + offset, return_distributions=True)
+            metric(model=ctx.model, x_batch=images, y_batch=None)
+            distributions = metric.distributions
+        layers = list(distributions)
         layer = layers[1] if len(layers) > 1 else layers[0]  # the first layer's output
-        per_layer = abs_cos_histograms(metric.distributions)
+        per_layer = abs_cos_histograms(distributions)
         histograms[name] = per_layer[layer]
         stats[name] = {
             "fraction_converged": float(per_layer[layer]["fraction_converged"]),

@@ -56,11 +56,7 @@ def _figure(ctx: ReportContext, results: dict) -> str:
         ax.tick_params(axis="x", labelrotation=60, labelsize=7)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = ctx.figure_path("residual_csc")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "residual_csc", dpi=110)
 
 
 def run(ctx: ReportContext) -> Section:

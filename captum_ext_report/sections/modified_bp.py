@@ -72,9 +72,9 @@ MODIFIED = ("RectGrad", "PatternNet", "PatternAttribution", "GuidedBackprop")
 
 def _bars(ctx: ReportContext, names: list[str], values: list[float]):
     # methods are categories: bars, not a line joining them
-    from captum_ext_report.plotting import _pyplot
+    from captum_ext_report.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.4))
     ax.bar(range(len(names)), values, color="tab:blue", alpha=0.8)
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
@@ -82,11 +82,7 @@ def _bars(ctx: ReportContext, names: list[str], values: list[float]):
     ax.set_ylabel("median |cos|, own vs other class")
     ax.set_title("Random-logit check: 1 = the map ignores the explained class", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    path = ctx.figure_path("modified_bp_random_logit")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return ctx.save_figure(fig, "modified_bp_random_logit")
 
 
 def run(ctx: ReportContext) -> Section:
@@ -159,7 +155,7 @@ def run(ctx: ReportContext) -> Section:
         finding=finding,
         verdict=claim,
         skipped=skipped,
-        figures=[ctx.relative(figure), ctx.relative(plot)],
+        figures=[ctx.relative(figure), plot],
         captions=[
             "Maps for the predicted class (red positive, blue negative, each map scaled by its "
             "own 99.5th percentile).",

@@ -59,11 +59,7 @@ def _figure(ctx: ReportContext, logit: dict, cascades: dict) -> str:
     right.legend(fontsize=6, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = ctx.figure_path("sanity_ssim")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "sanity_ssim", dpi=110)
 
 
 # Sixt, Granz and Landgraf (2020), Sec. 5: converging methods give SSIM "very close to 1" for

@@ -25,7 +25,7 @@ from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel
 from captum_ext.smooth_relu import smooth_relu
 from captum_ext_report.context import ReportContext, Section, fixed_workload_skip
-from captum_ext_report.plotting import _pyplot, heatmap_grid, markdown_table
+from captum_ext_report.plotting import heatmap_grid, markdown_table, pyplot
 from captum_ext_report.sections._mnist import (
     accuracy,
     bootstrap_ci,
@@ -137,7 +137,7 @@ def _gap(ctx: ReportContext, model: torch.nn.Module, x: torch.Tensor, samples: i
 
 
 def _plot(ctx: ReportContext, rows: list[list]) -> str:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     acc = [r[1] for r in rows]
     ef = [r[2] for r in rows]
@@ -148,11 +148,7 @@ def _plot(ctx: ReportContext, rows: list[list]) -> str:
     ax.set_xlabel("test accuracy (1 000 MNIST digits)")
     ax.set_ylabel("EF of the gradient (mean ± sd)")
     ax.set_title("Smooth-ReLU trade-off: explanation complexity vs accuracy")
-    fig.tight_layout()
-    path = ctx.figure_path("spectral_tradeoff")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return ctx.relative(path)
+    return ctx.save_figure(fig, "spectral_tradeoff", dpi=120)
 
 
 def run(ctx: ReportContext) -> Section:
