@@ -121,3 +121,31 @@ def test_tiny_resnet_skips_and_csc_comparison():
     assert set(result) == set(methods) and set(result["Gradient"]) == {True, False}
     assert "blocks.0.conv1" in result["Gradient"][True]
     assert all(b.skip for b in model.blocks)  # restored
+
+
+def test_inter_layer_ratio_equals_the_full_svd_construction():
+    # Oracle: T = √Σ_l V_l U_{l+1} √Σ_{l+1} from numpy's full SVDs (float64). The fast path
+    # decomposes only the smaller Gram matrix and drops zero singular values; a rank-1
+    # "depthwise-like" (C, 1) layer and wide/tall layers cover both sides.
+    from captum_ext.analysis.matrix_chains import _gram_eig, _ratio_1_2
+
+    rng = np.random.default_rng(0)
+    for low_shape, up_shape in (((12, 1), (5, 12)), ((12, 30), (7, 12)), ((40, 6), (9, 40))):
+        low, up = rng.normal(size=low_shape), rng.normal(size=up_shape)
+        u_l, s_l, _ = np.linalg.svd(low)  # left singular vectors of the lower layer
+        _, s_u, vt_u = np.linalg.svd(up)  # right singular vectors of the upper layer
+        full = (
+            np.sqrt(s_l)[:, None]
+            * (u_l[:, : len(s_l)].T @ vt_u[: len(s_u)].T)
+            * np.sqrt(s_u)[None, :]
+        )
+        s2_l, v_l = _gram_eig(low, left=True)
+        s2_u, u_u = _gram_eig(up, left=False)
+        fast = np.sqrt(np.sqrt(s2_l))[:, None] * (v_l.T @ u_u) * np.sqrt(np.sqrt(s2_u))[None, :]
+        np.testing.assert_allclose(
+            np.linalg.svd(fast, compute_uv=False),
+            np.linalg.svd(full, compute_uv=False)[: min(fast.shape)],
+            rtol=1e-10,
+            atol=1e-12,
+        )
+        assert _ratio_1_2(fast) == pytest.approx(_ratio_1_2(full), rel=1e-10)

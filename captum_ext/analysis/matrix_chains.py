@@ -264,16 +264,28 @@ _RESOLUTION = 1e-7  # σ₂/σ₁ below this is not resolved by the Gram eigenva
 
 
 def _gram_eig(matrix: np.ndarray, left: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Squared singular values (descending) and the matching singular vectors of ``matrix``.
+    """The non-zero squared singular values (descending) of ``matrix`` and the matching left
+    (``left=True``) or right singular vectors, as columns.
 
-    ``left=True``: eigenvectors of ``MMᵀ`` (left singular vectors, as columns); otherwise of
-    ``MᵀM`` (right singular vectors, as columns). An eigendecomposition of the Gram matrix is
-    used instead of an SVD, which is far slower for the large dense layers on CPUs.
+    Only the smaller Gram matrix is decomposed (an eigendecomposition is far faster than an SVD
+    of the large dense layers on CPUs): a 1152-channel depthwise or expansion layer of rank ≤ 192
+    costs a 192×192 problem, not a 1152×1152 one. The other side's vectors follow from
+    ``u = M v / σ`` (or ``v = Mᵀ u / σ``); singular values below ``_RESOLUTION·σ₁`` are dropped,
+    which removes only zero rows and columns from the products they enter.
     """
-    gram = matrix @ matrix.T if left else matrix.T @ matrix
+    rows, cols = matrix.shape
+    small_is_left = rows <= cols
+    gram = matrix @ matrix.T if small_is_left else matrix.T @ matrix
     values, vectors = np.linalg.eigh(gram)
     order = np.argsort(values)[::-1]
-    return np.clip(values[order], 0.0, None), vectors[:, order]
+    values, vectors = np.clip(values[order], 0.0, None), vectors[:, order]
+    sigma = np.sqrt(values)
+    keep = sigma > _RESOLUTION * sigma[0] if sigma[0] > 0 else np.zeros_like(sigma, dtype=bool)
+    values, vectors, sigma = values[keep], vectors[:, keep], sigma[keep]
+    if small_is_left == left:
+        return values, vectors
+    other = (matrix @ vectors) if left else (matrix.T @ vectors)
+    return values, other / sigma[None, :]
 
 
 def _ratio_1_2(matrix: np.ndarray) -> float:
