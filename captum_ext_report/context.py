@@ -116,6 +116,17 @@ class ReportContext:
         return self.images.shape[-1] * self.images.shape[-2] >= 64 * 64
 
     @property
+    def pattern_fit(self) -> dict[str, int]:
+        """``max_batches``/``batch_size`` of every PatternNet/PatternAttribution fit: the
+        statistics of eight batches of 64 on small images, of 8 ImageNet-sized images (the fit
+        runs again on every randomised model in the sanity check)."""
+        if self.quick:
+            return {"max_batches": 1, "batch_size": 32}
+        if self.large_inputs:
+            return {"max_batches": 1, "batch_size": 8}
+        return {"max_batches": 8, "batch_size": 64}
+
+    @property
     def batch_limit(self) -> int:
         """Most images one forward/backward pass may take: bounds the memory of noise tunnels
         and path integrals (an ImageNet network keeps ~50 MB of activations per image)."""

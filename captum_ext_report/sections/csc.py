@@ -54,7 +54,7 @@ def _pattern_factories(ctx: ReportContext, refit: bool = False) -> dict[str, tup
     if pattern_net is None or pattern_attribution is None:
         return {}
     data = ctx.pattern_data
-    options = {"max_batches": ctx.size(4, 1, large=1), "progress": False, "batch_size": 64}
+    options = {**ctx.pattern_fit, "progress": False}
     if refit:
         return {
             "PatternNet": (lambda m: pattern_net(m).fit(data, **options), "sum"),

@@ -94,9 +94,8 @@ def run(ctx: ReportContext) -> Section:
     data = _fit_data(ctx).to(ctx.device)
     fitted = PatternNet(ctx.model).fit(
         data,
-        max_batches=ctx.size(8, 1, large=1),
         progress=ctx.progress,
-        batch_size=ctx.size(64, 32),
+        **ctx.pattern_fit,
     )
     spectra = pattern_spectra(fitted.patterns_state_dict(), ctx.model)
     confirmed = verdict(spectra)

@@ -27,7 +27,7 @@ KEY = "modified_bp"
 
 def _methods(ctx: ReportContext) -> tuple[dict[str, Any], dict[str, float]]:
     data = ctx.pattern_data
-    batches, batch_size = ctx.size(8, 1, large=1), ctx.size(64, 32)
+    batches, batch_size = ctx.pattern_fit["max_batches"], ctx.pattern_fit["batch_size"]
     start = time.perf_counter()
     methods: dict[str, Any] = {
         "Gradient": lambda x, t: Saliency(ctx.model).attribute(x, target=t, abs=False),

@@ -166,7 +166,7 @@ def run(ctx: ReportContext) -> Section:
     layers: list[str] = []
     # Every layer is randomised (cascading from the logits); a deep network's maps are scored
     # at a few checkpoints only, the last layer and the input-most layer always among them.
-    checkpoints = 3 if ctx.quick else 6 if ctx.large_inputs else None
+    checkpoints = 3 if ctx.quick else 4 if ctx.large_inputs else None
     for offset, (name, (factory, reduction)) in enumerate(methods.items()):
         explain = explain_func_from(factory)
         # not for the cascade: it randomises one model copy in place, so the same model object
