@@ -207,3 +207,16 @@ def decide(criteria: Sequence[Criterion]) -> Verdict:
     skipped = [c for c in criteria if c.status == "skipped"]
     note = f" ({len(skipped)} criterion/criteria skipped)" if skipped else ""
     return Verdict(CONFIRMED, f"all {len(live)} criteria hold{note}")
+
+
+def combine_outcomes(*outcomes: str) -> str:
+    """One outcome for a claim tested in parts: confirmed when every part is, not confirmed
+    when any part is not, partly confirmed otherwise."""
+    if all(o == CONFIRMED for o in outcomes):
+        return CONFIRMED
+    return NOT_CONFIRMED if NOT_CONFIRMED in outcomes else PARTLY
+
+
+def outcome_flag(outcome: str) -> bool | None:
+    """``Section.confirmed`` for an outcome: True, False, or None for a partial one."""
+    return True if outcome == CONFIRMED else False if outcome == NOT_CONFIRMED else None

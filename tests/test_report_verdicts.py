@@ -191,3 +191,16 @@ def test_sanity_refits_patterns_on_a_randomised_model():
     original = maps(False, model)
     assert torch.equal(maps(False, randomised), original)  # the test that could not fail
     assert not torch.allclose(maps(True, randomised), original, atol=1e-6)
+
+
+def test_outcomes_of_a_claim_tested_in_parts():
+    from captum_ext_report.verdicts import combine_outcomes, outcome_flag
+
+    assert combine_outcomes("confirmed", "confirmed") == "confirmed"
+    assert combine_outcomes("confirmed", "partly confirmed") == "partly confirmed"
+    assert combine_outcomes("partly confirmed", "not confirmed") == "not confirmed"
+    assert [outcome_flag(o) for o in ("confirmed", "partly confirmed", "not confirmed")] == [
+        True,
+        None,
+        False,
+    ]

@@ -25,6 +25,7 @@ from captum_ext.noise.adaptgrad import AdaptGrad, SeededNoiseTunnel, smoothgrad_
 from captum_ext_report.context import ReportContext, Section
 from captum_ext_report.plotting import heatmap_grid, line_plot, markdown_table
 from captum_ext_report.sections._mnist import bootstrap_ci
+from captum_ext_report.verdicts import combine_outcomes, outcome_flag
 from quantus_metrics.spectral import expected_frequency
 
 ORDER = 34
@@ -149,7 +150,7 @@ def run(ctx: ReportContext) -> Section:
         [k, float(v.mean()), sparse[k]] for k, v in ef.items()
     ]
     table = markdown_table(["map", "EF (mean, ↓ smoother)", "Sparseness (↑)"], rows)
-    both = {c_verdict, n_verdict}
+    overall = combine_outcomes(c_verdict, n_verdict)
     return Section(
         key=KEY,
         title="AdaptGrad Figures 4–5 as sweeps over c and N (Zhou 2025)",
@@ -162,14 +163,8 @@ def run(ctx: ReportContext) -> Section:
             f"{len(x)} images. ρ(c, EF) = {rho:.2f} → **{c_verdict}**; EF(AG, N=10) − EF(Grad) "
             f"= {mean:.2e} [{low:.2e}, {high:.2e}] → **{n_verdict}**."
         ),
-        confirmed=True if both == {"confirmed"} else False if "not confirmed" in both else None,
-        outcome=(
-            "confirmed"
-            if both == {"confirmed"}
-            else "not confirmed"
-            if "not confirmed" in both
-            else "partly confirmed"
-        ),
+        confirmed=outcome_flag(overall),
+        outcome=overall,
         figures=[ctx.relative(fig_c), ctx.relative(fig_n), ctx.relative(grid)],
         tables=[table],
         numbers={

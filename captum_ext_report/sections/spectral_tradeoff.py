@@ -32,6 +32,7 @@ from captum_ext_report.sections._mnist import (
     mnist_split,
     train_cached,
 )
+from captum_ext_report.verdicts import combine_outcomes, outcome_flag
 from quantus_metrics.explanation_gap import ExplanationGap
 from quantus_metrics.spectral import expected_frequency
 
@@ -200,8 +201,7 @@ def run(ctx: ReportContext) -> Section:
         ["method", "EF gradient", "EF method", "ΔEF mean", "95 % CI low", "95 % CI high"],
         gap_rows,
     )
-    both = {tradeoff_verdict, gap_verdict}
-    confirmed = True if both == {"confirmed"} else False if "not confirmed" in both else None
+    overall = combine_outcomes(tradeoff_verdict, gap_verdict)
     ranking = ", ".join(
         f"{'ReLU' if math.isinf(r[0]) else f'β={r[0]:g}'}: acc {r[1]:.3f}, EF {r[2]:.2e}"
         for r in rows
@@ -224,14 +224,8 @@ def run(ctx: ReportContext) -> Section:
             + " ".join(f"[{k}] {v}" for k, v in CRITERIA.items())
         ),
         finding=finding,
-        confirmed=confirmed,
-        outcome=(
-            "confirmed"
-            if both == {"confirmed"}
-            else "not confirmed"
-            if "not confirmed" in both
-            else "partly confirmed"
-        ),
+        confirmed=outcome_flag(overall),
+        outcome=overall,
         figures=figures,
         tables=[tradeoff_table, gap_table],
         numbers={
