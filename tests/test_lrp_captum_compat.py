@@ -187,7 +187,8 @@ def test_captum_rule_objects_give_captums_numbers(case):
         r2[:, 1] = z2[:, 1]
 
         def stab(z, eps):
-            return z + eps * torch.where(z >= 0, 1.0, -1.0)
+            # ±1 in z's dtype: ε enters in float64, not rounded to float32
+            return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
         r_hidden = z1.relu() * ((r2 / stab(z2, 1e-9)) @ w2)
         expected = x * ((r_hidden / stab(z1, 0.3)) @ w1)

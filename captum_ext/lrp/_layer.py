@@ -27,14 +27,27 @@ _CONV_TRANSPOSE = {
 }
 
 
+# Elementwise kernels that read a bool tensor (torch.where, masked_fill_, bool × float) run
+# about 20× slower on CPU than float arithmetic in the same pass; the rules' hot path uses
+# copysign and float masks instead (torch.lt(z, 0, out=float) etc.).
+
+
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z + ε·sign(z)`` with ``sign(0) = +1`` (zennit's convention)."""
-    return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+    return stabilize_(z + 0.0, epsilon)  # + 0.0 also turns −0.0 into +0.0: sign(±0) = +1
 
 
 def stabilize_(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """:func:`stabilize` in place, for a temporary ``z`` the caller owns."""
-    return z.add_(torch.where(z >= 0, epsilon, -epsilon).to(z.dtype))
+    if torch.is_grad_enabled() and z.requires_grad:
+        return z + torch.where(z >= 0, epsilon, -epsilon).to(z.dtype)
+    z.add_(0.0)  # −0.0 → +0.0, so that copysign gives +ε at every zero
+    return z.add_(torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z))
+
+
+def float_mask(test, z: torch.Tensor) -> torch.Tensor:
+    """``test(z, 0)`` (e.g. ``torch.lt``) as a float tensor of 0/1 in ``z``'s dtype."""
+    return test(z, 0, out=torch.empty_like(z))
 
 
 def divide_(r: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -51,8 +64,11 @@ def nonnegative(x: torch.Tensor) -> bool:
 
 def safe_divide(r: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     """``r / denominator`` with 0 where the denominator is exactly 0 (only possible with ε = 0)."""
-    zero = denominator == 0
-    return torch.where(zero, torch.zeros_like(r), r / torch.where(zero, 1.0, denominator))
+    zero = float_mask(torch.eq, denominator)
+    if not bool(zero.any()):
+        return r / denominator
+    out = r / (denominator + zero)  # 1 where the denominator is 0: finite everywhere
+    return out.mul_(zero.neg_().add_(1.0))
 
 
 @dataclass

@@ -29,6 +29,7 @@ from captum_ext.lrp._layer import (
     LINEAR_TYPES,
     Layer,
     divide_,
+    float_mask,
     nonnegative,
     safe_divide,
     stabilize,
@@ -237,16 +238,19 @@ class AlphaBetaRule(LRPRule):
 
     _needs_z = False
 
-    def _part(self, layer, x_pos, x_neg, w_a, w_b, bias, r_out):
+    def _part(self, layer, x_pos, x_neg, w_a, w_b, bias, r_out, positive=False):
         # Relevance of one part: inputs x⁺ through w_a (with bias) and x⁻ through w_b. The
         # temporaries are updated in place; with signed inputs x⁺ and x⁻ go through one
-        # stacked product each way.
+        # stacked product each way. The positive part's denominator W⁺x⁺ + W⁻x⁻ + b⁺ is a sum
+        # of non-negative terms: its stabiliser is +ε everywhere (one pass, no sign test).
         if x_neg is None:
             z = layer.forward(x_pos, w_a, bias)
-            s = divide_(r_out, stabilize_(z, self.stabilizer))
+        else:
+            z = layer.forward_sum([x_pos, x_neg], [w_a, w_b], bias)
+        z = z.add_(self.stabilizer) if positive else stabilize_(z, self.stabilizer)
+        s = divide_(r_out, z)
+        if x_neg is None:
             return layer.transpose(x_pos.shape, w_a, s).mul_(x_pos)
-        z = layer.forward_sum([x_pos, x_neg], [w_a, w_b], bias)
-        s = divide_(r_out, stabilize_(z, self.stabilizer))
         t_pos, t_neg = layer.transpose_many(x_pos.shape, [w_a, w_b], s)
         return (t_pos * x_pos).add_(t_neg * x_neg)
 
@@ -257,9 +261,8 @@ class AlphaBetaRule(LRPRule):
         # W⁻ only matters for signed inputs or β ≠ 0 (z⁺ after a ReLU never needs it).
         w_neg = None if x_neg is None and self.beta == 0.0 else layer.weight.clamp(max=0)
         b = layer.bias
-        r = self._part(
-            layer, x_pos, x_neg, w_pos, w_neg, None if b is None else b.clamp(min=0), r_out
-        )
+        b_pos = None if b is None else b.clamp(min=0)
+        r = self._part(layer, x_pos, x_neg, w_pos, w_neg, b_pos, r_out, positive=True)
         if self.alpha != 1.0:
             r = self.alpha * r
         if self.beta != 0.0:
@@ -310,33 +313,38 @@ class GammaRule(LRPRule):
         w_pos = w.clamp(min=0)
         b_pos = None if b is None else b.clamp(min=0)
         x_pos, x_neg = _split(x)
-        if x_neg is None and not bool((z < 0).logical_and_(r_out != 0).any()):
+        # Masks as float 0/1 tensors and arithmetic instead of torch.where (see _layer).
+        neg = float_mask(torch.lt, z) if x_neg is None else None
+        if neg is not None and not bool(neg.mul(r_out).any()):
             # Non-negative input and no relevance on outputs with z < 0 (the usual case after
             # a ReLU): only the z > 0 branch carries relevance, and z_up = z + γ(W⁺x + b⁺)
-            # costs one extra convolution and (W + γW⁺)ᵀs_up one transposed product.
-            z_up = stabilize_(layer.forward(x, w_pos, b_pos).mul_(g).add_(z), self.stabilizer)
-            s_up = divide_(r_out, z_up).masked_fill_(z <= 0, 0.0)
+            # costs one extra convolution and (W + γW⁺)ᵀs_up one transposed product. Only
+            # entries with z > 0 are used; with z clamped at 0 the denominator is ≥ ε > 0
+            # everywhere (W⁺x + b⁺ ≥ 0), equal to z_up + ε where z > 0, so nothing is infinite.
+            z_up = layer.forward(x, w_pos, b_pos).mul_(g).add_(z.clamp(min=0))
+            s_up = divide_(r_out, z_up.add_(self.stabilizer)).mul_(float_mask(torch.gt, z))
             return (layer.transpose(x.shape, w + g * w_pos, s_up).mul_(x),)
-        if x_neg is None:
+        if neg is not None:
             # Non-negative input: with p = W⁺x + b⁺ (one extra convolution), z_up = z + γp and
             # z_down = (1 + γ)z − γp; only the entry matching the sign of z is ever used, so
             # one denominator and one s serve both branches (s_up = s on z > 0, s_down on z < 0).
-            neg = z < 0
             gp = layer.forward(x, w_pos, b_pos).mul_(g)
-            z_down = (z * (1 + g)).sub_(gp)
-            den = stabilize_(torch.where(neg, z_down, gp.add_(z)), self.stabilizer)
-            s = divide_(r_out, den).masked_fill_(z == 0, 0.0)
+            # z_down − z_up = γz − 2γp: den = z_up + neg·(γz − 2γp)
+            shift = (z * g).sub_(gp * 2.0).mul_(neg)
+            den = stabilize_(gp.add_(z).add_(shift), self.stabilizer)
+            s = divide_(r_out, den).mul_(float_mask(torch.ne, z))
             # (W+γW⁺)ᵀs_up + (W+γW⁻)ᵀs_down = Wᵀ(s_up + (1+γ)s_down) + γW⁺ᵀ(s_up − s_down).
-            t = layer.transpose(x.shape, w, torch.where(neg, s * (1 + g), s))
-            t2 = layer.transpose(x.shape, w_pos, torch.where(neg, -s, s))
+            t = layer.transpose(x.shape, w, s * (neg * g).add_(1.0))
+            t2 = layer.transpose(x.shape, w_pos, s * (neg * -2.0).add_(1.0))
             return (t.add_(t2.mul_(g)).mul_(x),)
         w_up, w_down = w + g * w_pos, w + g * w.clamp(max=0)
         b_up = None if b is None else b + g * b.clamp(min=0)
         b_down = None if b is None else b + g * b.clamp(max=0)
         z_up = layer.forward(x_pos, w_up, b_up) + layer.forward(x_neg, w_down)
         z_down = layer.forward(x_pos, w_down, b_down) + layer.forward(x_neg, w_up)
-        s_up = torch.where(z > 0, r_out, 0.0) / stabilize(z_up, self.stabilizer)
-        s_down = torch.where(z < 0, r_out, 0.0) / stabilize(z_down, self.stabilizer)
+        # stab(·) ≠ 0, so the masked numerators give exact zeros
+        s_up = divide_(r_out * float_mask(torch.gt, z), stabilize_(z_up, self.stabilizer))
+        s_down = divide_(r_out * float_mask(torch.lt, z), stabilize_(z_down, self.stabilizer))
         r = x_pos * (
             layer.transpose(x.shape, w_up, s_up) + layer.transpose(x.shape, w_down, s_down)
         )
@@ -514,6 +522,10 @@ class PassRule(LRPRule):
                 f"PassRule needs one input of the output's shape; {type(module).__name__} does "
                 "not qualify. Give it NormRule() or another rule instead."
             )
+        if outputs is inputs[0]:
+            # An identity (a folded BatchNorm, Dropout in eval mode): its gradient already
+            # passes relevance unchanged; a rule node would only copy the tensor.
+            return outputs
         return super().forward_hook(module, inputs, outputs)
 
     def relevance(self, layer, inputs, z, r_out):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from captum_ext.lrp._layer import stabilize
+from captum_ext.lrp._layer import divide_, stabilize
 from captum_ext.lrp.rules import LRPRule
 from captum_ext.lrp.tracing.ops import (
     _ADDITIONS,
@@ -82,7 +82,8 @@ class ProportionalRule(_OpRule):
         return module.variable_slots if self.all_variables else module.relevant_slots
 
     def relevance(self, layer, inputs, z, r_out):
-        s = r_out / stabilize(z, self.stabilizer)
+        # s = R / stab(z), written into the fresh denominator (no further large allocation).
+        s = divide_(r_out, stabilize(z, self.stabilizer))
         if self.share != 1.0:
             s = s * self.share
         if (
@@ -92,7 +93,13 @@ class ProportionalRule(_OpRule):
         ):
             # a + b (or a - b) of equal shapes: the Jacobians are ±identity, no autograd needed.
             signs = _addition_signs(layer.module.fn, len(inputs))
-            return tuple(sign * x * s for sign, x in zip(signs, inputs))
+            out = [x * s for x in inputs[:-1]]
+            last = inputs[-1]
+            if torch.is_grad_enabled() and (last.requires_grad or s.requires_grad):
+                out.append(last * s)
+            else:  # s is not needed any more: the last product reuses its memory
+                out.append(torch.mul(last, s, out=s))
+            return tuple(r if sign == 1 else r.neg_() for sign, r in zip(signs, out))
         return tuple(x * g for x, g in zip(inputs, _vjp(layer, inputs, s)))
 
 
