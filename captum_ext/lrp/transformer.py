@@ -34,12 +34,12 @@ from captum_ext.lrp.tracing import (
     AttentionProduct,
     LayerNormRule,
     Normalization,
+    OpRule,
     Product,
     ProportionalRule,
+    Slot,
     Softmax,
     UnsupportedRule,
-    _OpRule,
-    _Slot,
 )
 
 __all__ = ["AttnLRP", "CPLRP", "SoftmaxRule", "UniformProductRule"]
@@ -49,7 +49,7 @@ _NORMS: tuple[type, ...] = (nn.LayerNorm, Normalization) + (
 )
 
 
-class SoftmaxRule(_OpRule):
+class SoftmaxRule(OpRule):
     """AttnLRP's softmax rule: ``R_x = x ⊙ (R − s ⊙ Σ_dim R)`` (Achtibat et al. 2024, Prop. 3.1).
 
     ``s`` is the softmax output and ``x`` its input (entries masked with −∞ count as 0).
@@ -72,7 +72,7 @@ class SoftmaxRule(_OpRule):
             return layer.dim
         args, kwargs = fx.node.map_aggregate(
             layer.module.template,
-            lambda a: layer.slots[a.index] if isinstance(a, _Slot) else a,
+            lambda a: layer.slots[a.index] if isinstance(a, Slot) else a,
         )
         if "dim" in kwargs:
             return kwargs["dim"]

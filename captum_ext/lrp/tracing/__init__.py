@@ -63,10 +63,10 @@ from captum_ext.lrp.tracing.cache import (
 )
 from captum_ext.lrp.tracing.op_rules import (
     LayerNormRule,
+    OpRule,
     ProportionalRule,
     UnsupportedRule,
     _Adapted,
-    _OpRule,
 )
 from captum_ext.lrp.tracing.ops import (
     Activation,
@@ -78,11 +78,11 @@ from captum_ext.lrp.tracing.ops import (
     Product,
     Reduction,
     Routing,
+    Slot,
     Softmax,
     TracingError,
     Unsupported,
     _BoundCall,
-    _Slot,
 )
 from captum_ext.lrp.tracing.resolve import check_conservation, resolve_rules
 from captum_ext.lrp.tracing.rewrite import GraphMergeBatchNorm
@@ -98,10 +98,12 @@ __all__ = [
     "HookBoundary",
     "LayerNormRule",
     "Normalization",
+    "OpRule",
     "Product",
     "ProportionalRule",
     "Reduction",
     "Routing",
+    "Slot",
     "Softmax",
     "TracingError",
     "Unsupported",
@@ -114,4 +116,4 @@ __all__ = [
 ]
 
 # Private names other modules of the package family (transformer rules, tests, benchmarks) use.
-_PRIVATE = (_CACHE, _Adapted, _BoundCall, _LRPTracer, _OpRule, _Slot)
+_PRIVATE = (_CACHE, _Adapted, _BoundCall, _LRPTracer)

@@ -15,14 +15,14 @@ from captum_ext.lrp.tracing.ops import (
     _ADDITIONS,
     FunctionalOp,
     Normalization,
+    Slot,
     TracingError,
     _addition_signs,
     _BoundCall,
-    _Slot,
 )
 
 
-class _OpRule(LRPRule):
+class OpRule(LRPRule):
     """Base of rules for :class:`FunctionalOp` modules: relevance for a subset of the slots."""
 
     layer_types: tuple[type, ...] = (FunctionalOp,)
@@ -50,7 +50,7 @@ def _vjp(layer: Any, inputs: tuple[torch.Tensor, ...], s: torch.Tensor) -> tuple
     return tuple(torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads))
 
 
-class ProportionalRule(_OpRule):
+class ProportionalRule(OpRule):
     """``R_k = share · x_k ⊙ J_kᵀ (R / stab(z))`` for the relevant arguments ``x_k``.
 
     For an operation linear (homogeneous of degree 1) in the relevant arguments this conserves
@@ -103,7 +103,7 @@ class ProportionalRule(_OpRule):
         return tuple(x * g for x, g in zip(inputs, _vjp(layer, inputs, s)))
 
 
-class UnsupportedRule(_OpRule):
+class UnsupportedRule(OpRule):
     """Marks an operation without a rule: refused when relevance reaches it (never hooked)."""
 
     layer_types: tuple[type, ...] = (nn.Module,)
@@ -112,7 +112,7 @@ class UnsupportedRule(_OpRule):
         raise TracingError(f"LRP has no rule for {module}.")  # resolve_rules refuses earlier
 
 
-class _Adapted(_OpRule):
+class _Adapted(OpRule):
     """A plain rule (NormRule, PassRule, EpsilonRule, …) given to an op module by a user."""
 
     def __init__(self, rule: LRPRule) -> None:
@@ -189,7 +189,7 @@ class LayerNormRule(LRPRule):
             module = layer.module
             args, kwargs = fx.node.map_aggregate(
                 module.template,
-                lambda a: layer.slots[a.index] if isinstance(a, _Slot) else a,
+                lambda a: layer.slots[a.index] if isinstance(a, Slot) else a,
             )
             fixed = _NORM_FIXED[module.fn]
 

@@ -17,7 +17,7 @@ class TracingError(TypeError):
     """The model cannot be explained on the automatic path (tracing or an operation refused)."""
 
 
-class _Slot:
+class Slot:
     """Placeholder for the i-th node argument inside an operation's argument template."""
 
     __slots__ = ("index",)
@@ -82,7 +82,7 @@ class FunctionalOp(nn.Module):
 
     def forward(self, *slots: Any) -> Any:
         args, kwargs = fx.node.map_aggregate(
-            self.template, lambda a: slots[a.index] if isinstance(a, _Slot) else a
+            self.template, lambda a: slots[a.index] if isinstance(a, Slot) else a
         )
         return self.fn(*args, **kwargs)
 

@@ -13,10 +13,10 @@ from captum_ext.lrp.canonizers import SumModule
 from captum_ext.lrp.rules import GradientRule, LRPRule, PassRule
 from captum_ext.lrp.tracing.op_rules import (
     LayerNormRule,
+    OpRule,
     ProportionalRule,
     UnsupportedRule,
     _Adapted,
-    _OpRule,
 )
 from captum_ext.lrp.tracing.ops import (
     Activation,
@@ -58,8 +58,8 @@ def _op_defaults(rule_set: Any) -> list:
 def _receivers(module: nn.Module, rule: LRPRule, node: fx.Node) -> list[fx.Node]:
     args = list(node.args)
     if isinstance(module, FunctionalOp):
-        if isinstance(rule, _OpRule) or isinstance(rule, LayerNormRule):
-            slots = rule.slots_of(module) if isinstance(rule, _OpRule) else module.relevant_slots
+        if isinstance(rule, OpRule) or isinstance(rule, LayerNormRule):
+            slots = rule.slots_of(module) if isinstance(rule, OpRule) else module.relevant_slots
         else:  # the gradient or another plain rule: every input-dependent argument
             slots = module.variable_slots
         return [args[i] for i in slots]
@@ -94,7 +94,7 @@ def resolve_rules(
         if isinstance(rule, UnsupportedRule):
             continue
         if isinstance(module, FunctionalOp) and not isinstance(
-            rule, (_OpRule, GradientRule, LayerNormRule)
+            rule, (OpRule, GradientRule, LayerNormRule)
         ):
             rule = _Adapted(rule)
         out.append((name, module, rule))

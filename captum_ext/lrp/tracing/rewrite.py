@@ -40,12 +40,12 @@ from captum_ext.lrp.tracing.ops import (
     Product,
     Reduction,
     Routing,
+    Slot,
     Softmax,
     Unsupported,
     _Method,
     _method_fn,
     _op_name,
-    _Slot,
     _source,
 )
 from captum_ext.lrp.tracing.tracer import HookBoundary
@@ -215,11 +215,11 @@ def _rewrite(
         inputs: list[fx.Node] = []
         index: dict[fx.Node, int] = {}
 
-        def to_slot(n: fx.Node, inputs=inputs, index=index) -> _Slot:
+        def to_slot(n: fx.Node, inputs=inputs, index=index) -> Slot:
             if n not in index:
                 index[n] = len(inputs)
                 inputs.append(n)
-            return _Slot(index[n])
+            return Slot(index[n])
 
         args = node.args
         kwargs = dict(node.kwargs)
