@@ -1,4 +1,4 @@
-"""Convergence constants of averaged attributions (Achtibat et al. 2025), weight rescalings."""
+"""Convergence constants of averaged attributions (Binder et al. 2025), weight rescalings."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def _mean(t: torch.Tensor) -> float:
 
 
 CLAIM = (
-    'Achtibat et al. (2025), "Value bounds and convergence analysis for averages of LRP '
+    'Binder et al. (2025), "Value bounds and convergence analysis for averages of LRP '
     'attributions": component-wise bounds on attribution values give the constants that govern '
     "how fast means over noise or augmentations converge; LRP-β's constants do not depend on "
     "the weight norms, the gradient's and LRP-ε's do. Tested: the analytic bounds hold "
@@ -322,7 +322,7 @@ def run(ctx: ReportContext) -> Section:
     finding += f" Verdict: {verdict.outcome}."
     return Section(
         key=KEY,
-        title="Convergence constants of averaged attributions (Achtibat et al. 2025)",
+        title="Convergence constants of averaged attributions (Binder et al. 2025)",
         claim=CLAIM,
         finding=finding,
         verdict=claim,
