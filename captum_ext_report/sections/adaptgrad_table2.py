@@ -10,7 +10,7 @@ Information Curve beside it), pixels ranked by the channel-summed |attribution|,
 implementation's 13 thresholds and 1 % random mask, this project's pull–push bokeh images.
 
 Settings (reduced for a CPU report, paper values in brackets): N = 4 noise samples [50, the
-authors' code default], IG steps 8, NoiseGrad models M = 2 [10], 6 photos at 224 px (``SIZES``;
+authors' code default], IG steps 8, NoiseGrad models M = 2 [10], 10 photos at 224 px (``SIZES``;
 quick run: 2 photos at 96 px, N = 2, 4 steps), SG σ = 0.2 of the range,
 AdaptGrad c = 0.95 with the global bounds of the TF-Lite input range.
 """
@@ -39,7 +39,7 @@ KEY = "adaptgrad_table2"
 
 FAMILIES = ("Grad", "GI", "IG(W)", "IG(B)", "NG")
 # Full-run sizes (CPU budget; the paper's code: N = 50 samples, M = 10 NoiseGrad models)
-SIZES = {"photos": 6, "samples": 4, "steps": 8, "models": 2}
+SIZES = {"photos": 10, "samples": 4, "steps": 8, "models": 2}
 PAPER_SS = {  # Zhou et al. (2025), Table 2, Sparseness: VGG16, InceptionV3, ResNet50
     "Grad": (0.5421, 0.5546, 0.5626), "SG": (0.5334, 0.5422, 0.5536),
     "AG": (0.5608, 0.5621, 0.5659), "GI": (0.6198, 0.6152, 0.6304),

@@ -2,7 +2,7 @@
 
 Theorem 5 is asymptotic in the number of classes, so the fair test is a 1 000-class network.
 EfficientNet-Lite0 uses ReLU6 and no squeeze-excite, i.e. it is piecewise linear, the setting
-of the theorem. Images: 8 of foolbox's 20 ImageNet photos at 160 px (CPU budget; quick run:
+of the theorem. Images: 12 of foolbox's 20 ImageNet photos at 192 px (CPU budget; quick run:
 2 photos at 96 px),
 loaded by ``_efficientnet.py`` (local loader).
 
@@ -82,14 +82,14 @@ def run(ctx: ReportContext) -> Section:
 def _run(ctx: ReportContext) -> Section:
     start = time.perf_counter()
     # CPU budget: double backward through depthwise convolutions is slow on CPUs
-    size = ctx.size(160, 96)
+    size = ctx.size(192, 96)
     photos, labels = imagenet_photos(size)
     model = efficientnet_lite0()
     with torch.no_grad():
         probs = model(photos).softmax(1)
     p_all = probs.amax(1)
     # photos spread over the confidence range: evenly spaced ranks
-    n = ctx.size(8, 2)
+    n = ctx.size(12, 2)
     order = torch.argsort(p_all)
     pick = order[torch.linspace(0, len(order) - 1, n).round().long()]
     x, p_max = photos[pick], p_all[pick].double().numpy()

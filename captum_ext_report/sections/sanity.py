@@ -157,7 +157,7 @@ def _reuse_maps(explain, keep: int = 4):
 
 
 def run(ctx: ReportContext) -> Section:
-    images = ctx.images[: ctx.size(32, 4, large=6)]
+    images = ctx.images[: ctx.size(32, 4, large=8)]
     x = images.detach().cpu().numpy()
     y = ctx.labels[: len(images)].detach().cpu().numpy()
     resamples = ctx.size(10_000, 1_000)
