@@ -92,7 +92,7 @@ def explainers(samples: int, n_models: int, seed: int) -> dict[str, Callable[...
             t = torch.as_tensor(np.asarray(targets)).long()
             method = factory(model, bounds)
             is_ng = isinstance(method, NoiseGrad)
-            options = {"show_progress": False, "seed": seed} if is_ng else {}
+            options = {"progress": False, "seed": seed} if is_ng else {}
             return method.attribute(x, target=t, **options).detach().numpy()
 
         return explain

@@ -166,7 +166,7 @@ def run(ctx: ReportContext) -> Section:
     )  # fmt: skip
     maps, sparse, ef = {}, {}, {}
     for name, method in methods.items():
-        kwargs = {"show_progress": False} if isinstance(method, NoiseGrad) else {}
+        kwargs = {"progress": False} if isinstance(method, NoiseGrad) else {}
         a = method.attribute(x, target=y, **kwargs).detach()
         maps[name] = a
         sparse[name] = _sparseness(model, x, y, a)
