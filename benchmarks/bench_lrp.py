@@ -19,13 +19,9 @@ Run: ``python -m benchmarks.bench_lrp`` (``--quick`` for a smoke run at 32×32/b
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 import time
-import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -34,6 +30,7 @@ from torch import nn
 from benchmarks._timing import print_rows, row
 from captum_ext.lrp import CPLRP, LRP, AttnLRP, EpsilonGammaBox, EpsilonPlus, tracing
 from captum_ext.zoo import imagenet_bounds, torchvision_model
+from tests.oracles import lxt_cp_lrp
 
 BENCH = "lrp"
 TARGETS = {
@@ -89,48 +86,9 @@ def _zennit(model: nn.Module, x: torch.Tensor, target: int, kind: str, low, high
     return run
 
 
-def _lxt_patches() -> types.ModuleType:
-    # lxt.efficient's package __init__ imports its HuggingFace model maps (transformers), which
-    # the test extra does not install; the patch module itself only needs torch.
-    name = "lxt.efficient"
-    saved = sys.modules.get(name)
-    import lxt
-
-    package = types.ModuleType(name)
-    package.__path__ = [os.path.join(os.path.dirname(lxt.__file__), "efficient")]
-    sys.modules[name] = package
-    try:
-        return importlib.import_module("lxt.efficient.patches")
-    finally:
-        if saved is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = saved
-
-
-@contextmanager
-def _lxt_cp_lrp() -> Iterator[None]:
-    """lxt's CP-LRP patches of GELU, LayerNorm and MultiheadAttention, undone afterwards."""
-    patches = _lxt_patches()
-    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
-    saved = {cls: dict(vars(cls)) for cls in classes}
-    try:
-        patches.patch_method(patches.non_linear_forward, nn.GELU, keep_original=True)
-        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
-        patches.patch_method(
-            patches.cp_multi_head_attention_forward, nn.MultiheadAttention, keep_original=True
-        )
-        yield
-    finally:
-        for cls, attrs in saved.items():
-            cls.forward = attrs["forward"]
-            if "original_forward" in vars(cls) and "original_forward" not in attrs:
-                delattr(cls, "original_forward")
-
-
 def _lxt(model: nn.Module, x: torch.Tensor, target: int) -> Callable[[], Any]:
     def run() -> torch.Tensor:
-        with _lxt_cp_lrp():
+        with lxt_cp_lrp():
             leaf = x.detach().requires_grad_()
             (grad,) = torch.autograd.grad(model(leaf)[:, target].sum(), leaf)
         return leaf.detach() * grad

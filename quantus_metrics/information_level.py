@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from quantus.helpers.enums import DataType, EvaluationCategory, ModelType, ScoreDirection
 
 from captum_ext.core.isolation import model_view
-from captum_ext.core.modules import model_device_dtype
+from captum_ext.core.modules import model_device_dtype, unwrap_model
 from captum_ext.core.randomness import sample_seed
 from quantus_metrics._base import QuantusDefaults, metric_defaults
 
@@ -611,7 +611,7 @@ class SoftmaxInformationCurve(QuantusDefaults):
         **kwargs: Any,
     ) -> list[float]:
         """One AUC per sample of the batch (NaN for an excluded image)."""
-        module = model.get_model() if hasattr(model, "get_model") else model
+        module = unwrap_model(model)
         result = performance_information_curve(
             module,
             x_batch,

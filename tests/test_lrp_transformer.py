@@ -9,12 +9,6 @@ conservation Σ R = f_c of CP-LRP on bias-free models in float64.
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-import types
-from contextlib import contextmanager
-
 import pytest
 import torch
 from torch import nn
@@ -22,45 +16,9 @@ from torch import nn
 from captum_ext.core import ModelSnapshot
 from captum_ext.lrp import LRP, EpsilonPlus, LayerLRP
 from captum_ext.lrp.transformer import CPLRP, AttnLRP
+from tests.oracles import lxt_cp_lrp
 
 lxt = pytest.importorskip("lxt")
-
-
-def _lxt_patches():
-    # lxt.efficient's package __init__ imports its HuggingFace model maps (transformers); the
-    # rule/patch modules themselves only need torch, so load them without the package init.
-    name = "lxt.efficient"
-    saved = sys.modules.get(name)
-    package = types.ModuleType(name)
-    package.__path__ = [os.path.join(os.path.dirname(lxt.__file__), "efficient")]
-    sys.modules[name] = package
-    try:
-        return importlib.import_module("lxt.efficient.patches")
-    finally:
-        if saved is None:
-            sys.modules.pop(name, None)
-        else:
-            sys.modules[name] = saved
-
-
-@contextmanager
-def _lxt_cp_lrp():
-    """LXT's ``vit_torch.cp_LRP`` patch map applied to the torch classes, undone afterwards."""
-    patches = _lxt_patches()
-    classes = (nn.GELU, nn.LayerNorm, nn.MultiheadAttention)
-    saved = {cls: dict(vars(cls)) for cls in classes}
-    try:
-        patches.patch_method(patches.non_linear_forward, nn.GELU, keep_original=True)
-        patches.patch_method(patches.layer_norm_forward, nn.LayerNorm)
-        patches.patch_method(
-            patches.cp_multi_head_attention_forward, nn.MultiheadAttention, keep_original=True
-        )
-        yield
-    finally:
-        for cls, attrs in saved.items():
-            cls.forward = attrs["forward"]
-            if "original_forward" in vars(cls) and "original_forward" not in attrs:
-                delattr(cls, "original_forward")
 
 
 def _small_vit(seed: int = 0, bias_free: bool = True) -> nn.Module:
@@ -94,7 +52,7 @@ def test_cplrp_on_small_vit_matches_lxt_and_conserves():
     snapshot = ModelSnapshot.of(vit)
     ours = LRP(vit, rule_set=CPLRP(1e-12, 1e-12), check_conservation=1e-6).attribute(x, target=3)
     assert not snapshot.diff(ModelSnapshot.of(vit))
-    with _lxt_cp_lrp():
+    with lxt_cp_lrp():
         leaf = x.clone().requires_grad_()
         out = vit(leaf)[:, 3]
         (grad,) = torch.autograd.grad(out.sum(), leaf)
@@ -200,7 +158,7 @@ def test_transformer_encoder_text_classifier_at_embeddings(norm_first):
     captured = {}
     handle = model.embedding.register_forward_hook(lambda m, a, out: captured.setdefault("e", out))
     try:
-        with _lxt_cp_lrp():
+        with lxt_cp_lrp():
             out = model(tokens)[:, 2]
             (grad,) = torch.autograd.grad(out.sum(), captured["e"])
     finally:
