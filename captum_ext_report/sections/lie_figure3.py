@@ -72,7 +72,8 @@ def _figure(ctx: ReportContext, spectra: PatternSpectra) -> str:
             box.set_alpha(0.6)
         pairs = list(spectra.inter_layer[kind])
         axes[2].bar(np.arange(len(pairs)) + (offset - 1) * width,
-                    [spectra.inter_layer[kind][p] for p in pairs], width, label=label)  # fmt: skip
+                    [min(spectra.inter_layer[kind][p], _UNRESOLVED) for p in pairs], width,
+                    label=label)  # fmt: skip
     axes[0].axhline(6, color="grey", linestyle=":", label="σ₁/σ₂ = 6")
     pairs = list(spectra.inter_layer["W"])
     for ax, ticks, title in (
