@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 from captum.attr import Attribution
+from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 from torch import nn
 
+from captum_ext.core.gradients import refuse_unhooked_gates
 from captum_ext.core.isolation import attribute_isolated
 from captum_ext.core.modules import model_device_dtype
 
@@ -32,6 +34,14 @@ CAPTUM_HOOK_NOTICES = (
 
 # Keyword arguments Quantus injects into every explain call that are not attribution options.
 _QUANTUS_KWARGS = ("device", "method")
+
+
+def _checked(method: Any) -> Any:
+    """``method``, refused by name when it would silently compute something else on its model:
+    Captum's Guided Backprop / Deconvolution on gates other than ``nn.ReLU``."""
+    if isinstance(method, ModifiedReluGradientAttribution):
+        refuse_unhooked_gates(method.model, type(method).__name__)
+    return method
 
 
 def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callable[..., np.ndarray]:
@@ -90,7 +100,7 @@ def explain_func_from(method: MethodFactory, **attribute_kwargs: Any) -> Callabl
             # On a private view: Captum's own classes may leave state on the model (its LRP
             # leaves an ``activations`` dict on every layer) or run it in train mode;
             # captum_ext classes isolate themselves.
-            attribution = attribute_isolated(method(model), x, target=target, **options)
+            attribution = attribute_isolated(_checked(method(model)), x, target=target, **options)
         return attribution.detach().cpu().numpy()
 
     explain.method_factory = method  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from captum.attr import LRP, Deconvolution, GuidedBackprop, IntegratedGradients, Saliency
@@ -152,3 +153,27 @@ def test_validation_messages():
         check_targets([(0, 1), (1, 4), (1, 0)], grid)
     with pytest.raises(ValueError, match="does not index"):
         check_targets((1,), grid)
+
+
+def test_captum_relu_hook_methods_refuse_gates_they_would_pass_unchanged():
+    # Captum's GuidedBackprop/Deconvolution modify nn.ReLU only: on a ReLU6 or GELU network
+    # they would return the plain gradient there; the core mechanism and explain functions
+    # refuse by name instead.
+    from captum_ext.core.modified_backward import modified_backward
+    from quantus_metrics.explain import explain_func_from
+
+    for gate in (torch.nn.ReLU6, torch.nn.GELU):
+        net = torch.nn.Sequential(torch.nn.Linear(4, 5), gate(), torch.nn.Linear(5, 3)).eval()
+        for cls in (GuidedBackprop, Deconvolution):
+            with pytest.raises(TypeError, match=gate.__name__):
+                with modified_backward(cls(net)):
+                    pass
+            with pytest.raises(TypeError, match="nn.ReLU modules only"):
+                explain_func_from(cls)(
+                    model=net, inputs=np.ones((2, 4), np.float32), targets=[0, 1]
+                )
+    relu = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    maps = explain_func_from(GuidedBackprop)(
+        model=relu.eval(), inputs=np.ones((2, 4), np.float32), targets=[0, 1]
+    )
+    assert maps.shape == (2, 4)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from captum.attr import LRP, Attribution, InputXGradient, Saliency
 from captum.attr._core.guided_backprop_deconvnet import ModifiedReluGradientAttribution
 
-from captum_ext.core.gradients import relu_hooks
+from captum_ext.core.gradients import refuse_unhooked_gates, relu_hooks
 from captum_ext.core.modified_backward import (
     ForwardFn,
     modified_backward,
@@ -31,6 +31,7 @@ def _plain_gradient(method: Attribution) -> Iterator[ForwardFn]:
 @register_modified_backward(ModifiedReluGradientAttribution)
 @contextmanager
 def _captum_relu_hooks(method: ModifiedReluGradientAttribution) -> Iterator[ForwardFn]:
+    refuse_unhooked_gates(method.model, type(method).__name__)
     with relu_hooks(method) as forward:
         yield forward
 

@@ -20,7 +20,13 @@ from torch import nn
 
 from captum_ext.core.validation import check_finite, check_result_finite, check_targets
 
-__all__ = ["modified_gradients", "relu_hooks", "require_relu_modules"]
+__all__ = [
+    "UNHOOKED_GATES",
+    "modified_gradients",
+    "refuse_unhooked_gates",
+    "relu_hooks",
+    "require_relu_modules",
+]
 
 
 def modified_gradients(
@@ -63,6 +69,32 @@ def require_relu_modules(
             f"{method} found no {names} module in {type(model).__name__}; its ReLUs are "
             "probably functional (F.relu / torch.relu), which cannot be hooked. Replace them by "
             "nn.ReLU modules (one per use or a shared one) and call again."
+        )
+
+
+# Gating activations that Captum's Guided Backprop / Deconvolution hooks (nn.ReLU only) would
+# pass through with their plain gradient.
+UNHOOKED_GATES = (
+    nn.ReLU6, nn.Hardtanh, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Hardswish,
+)  # fmt: skip
+
+
+def refuse_unhooked_gates(model: nn.Module, method: str) -> None:
+    """Raise ``TypeError`` if ``model`` has gating activations that ReLU hooks do not modify.
+
+    Captum's ``GuidedBackprop`` and ``Deconvolution`` change the backward pass of ``nn.ReLU``
+    modules only; at a ReLU6, GELU, SiLU, … they would silently return the gradient there.
+    """
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, UNHOOKED_GATES)]
+    if found:
+        name, module = found[0]
+        raise TypeError(
+            f"{method} modifies the backward pass of nn.ReLU modules only; "
+            f"{type(model).__name__} has {len(found)} other gating activation(s), e.g. "
+            f"{name!r} ({type(module).__name__}), where it would silently pass the plain "
+            "gradient. Use a method with rules for them (e.g. RectGrad treats ReLU6 as a gate, "
+            "LRP rule sets pass activations) or replace them by nn.ReLU."
         )
 
 

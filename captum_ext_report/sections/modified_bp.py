@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from captum.attr import DeepLift, GuidedBackprop, Saliency
 
+from captum_ext.core.gradients import refuse_unhooked_gates
 from captum_ext.pattern import PatternAttribution, PatternNet
 from captum_ext.rectgrad import RectGrad
 from captum_ext_report.context import ReportContext, Section
@@ -46,13 +47,22 @@ def _methods(ctx: ReportContext) -> tuple[dict[str, Any], dict[str, float]]:
         fit_error = f"{type(err).__name__}: {str(err)[:160]}"
         fitted = 0
     fit_seconds = time.perf_counter() - start
-    methods["GuidedBackprop"] = GuidedBackprop(ctx.model).attribute
+    methods["GuidedBackprop"] = _guided_backprop(ctx.model)
     methods["DeepLift"] = lambda x, t: DeepLift(ctx.model).attribute(x, target=t)
     return methods, {
         "fit_images": fitted,
         "fit_images_per_s": fitted / max(fit_seconds, 1e-9),
         "pattern_fit_error": fit_error,
     }
+
+
+def _guided_backprop(model: torch.nn.Module):
+    def explain(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        # Captum's hooks modify nn.ReLU only: refused on other gates instead of a plain gradient
+        refuse_unhooked_gates(model, "GuidedBackprop")
+        return GuidedBackprop(model).attribute(x, target=t)
+
+    return explain
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
