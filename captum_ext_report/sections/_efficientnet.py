@@ -30,14 +30,19 @@ def efficientnet_lite0() -> nn.Module:
 
 
 @functools.lru_cache(maxsize=4)
-def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
-    """foolbox's 20 labelled ImageNet photos at ``size``, TF-Lite scaled, and their labels."""
-    images, labels = imagenet_samples(size=size, normalize=False)
+def _scaled(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # read once per size: the 20 labelled JPEGs followed by the two scikit-image photos
+    images, labels = imagenet_samples(size=size, normalize=False, photos=("chelsea", "coffee"))
     return (images * 255.0 - MEAN) / SCALE, labels
 
 
-@functools.lru_cache(maxsize=4)
+def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
+    """foolbox's 20 labelled ImageNet photos at ``size``, TF-Lite scaled, and their labels
+    (fresh copies: callers may modify them without touching the cache)."""
+    images, labels = _scaled(size)
+    return images[:-2].clone(), labels[:-2].clone()
+
+
 def scikit_image_photos(size: int = 224) -> torch.Tensor:
     """scikit-image's cat (``chelsea``) and ``coffee`` photos at ``size``, TF-Lite scaled."""
-    images, _ = imagenet_samples(size=size, normalize=False, photos=("chelsea", "coffee"))
-    return (images[-2:] * 255.0 - MEAN) / SCALE
+    return _scaled(size)[0][-2:].clone()
